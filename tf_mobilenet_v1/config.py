@@ -1,0 +1,170 @@
+"""``MobileNetV1Config``: Hugging Face's fields and defaults, plus what slim can do and HF cannot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from typing import Any
+
+from .architecture import VALID_OUTPUT_STRIDES
+from .labels import default_id2label
+
+ACTIVATIONS = ("relu6", "relu", "gelu", "silu", "swish", "tanh", "sigmoid", "linear")
+MIN_INPUT_SIZE = 32
+MAX_DEPTH_MULTIPLIER = 16.0
+MAX_NUM_LABELS = 1_000_000
+
+# Keys a transformers ``config.json`` carries that mean nothing for this port.
+_HF_GENERIC_KEYS = frozenset({
+    "architectures", "model_type", "torch_dtype", "dtype", "transformers_version",
+    "_name_or_path", "return_dict", "output_attentions", "torchscript", "use_bfloat16",
+    "problem_type", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward",
+    "is_encoder_decoder", "is_decoder", "add_cross_attention", "finetuning_task",
+    "tokenizer_class", "prefix", "bos_token_id", "pad_token_id", "eos_token_id",
+    "sep_token_id", "decoder_start_token_id", "task_specific_params", "_attn_implementation",
+    "_commit_hash", "tf_legacy_loss", "use_return_dict",
+})
+
+
+@dataclasses.dataclass
+class MobileNetV1Config:
+    """Configuration of a MobileNet V1 (field names and defaults follow Hugging Face's).
+
+    Extras over Hugging Face: ``output_stride`` (atrous, 8/16/32), ``global_pool`` (False gives
+    slim's fixed 7x7 VALID average pool with stride 2) and ``num_labels``/``id2label`` as fields.
+    ``classifier_dropout_prob`` defaults to 0.001: HF's 0.999 was slim's *keep* probability.
+    """
+
+    num_channels: int = 3
+    image_size: int = 224
+    depth_multiplier: float = 1.0
+    min_depth: int = 8
+    hidden_act: str = "relu6"
+    tf_padding: bool = True
+    classifier_dropout_prob: float = 0.001
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 0.001
+    num_labels: int = 1001
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    output_stride: int | None = None
+    global_pool: bool = True
+    output_hidden_states: bool = False
+
+    def __post_init__(self):
+        self._validate()
+        if self.id2label is None:
+            self.id2label = default_id2label(self.num_labels)
+        else:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            if len(self.id2label) != self.num_labels:
+                raise ValueError(
+                    f"id2label has {len(self.id2label)} entries but num_labels is "
+                    f"{self.num_labels}; pass matching num_labels and id2label"
+                )
+        if self.label2id is None or len(self.label2id) != self.num_labels:
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        else:
+            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+        if self.classifier_dropout_prob > 0.5:
+            warnings.warn(
+                f"classifier_dropout_prob={self.classifier_dropout_prob} drops most features "
+                "during training; HF's old default 0.999 was slim's keep probability "
+                "(transformers issue 22767), the intended drop rate is 0.001",
+                stacklevel=3,
+            )
+
+    def _validate(self):
+        def bad(msg):
+            raise ValueError(f"MobileNetV1Config: {msg}")
+
+        if not isinstance(self.depth_multiplier, (int, float)) or not (
+            0 < self.depth_multiplier <= MAX_DEPTH_MULTIPLIER
+        ):
+            bad(f"depth_multiplier must be in (0, {MAX_DEPTH_MULTIPLIER:g}], got "
+                f"{self.depth_multiplier!r} (official values: 0.25, 0.5, 0.75, 1.0)")
+        self.depth_multiplier = float(self.depth_multiplier)
+        if not isinstance(self.min_depth, int) or not 1 <= self.min_depth <= 4096:
+            bad(f"min_depth must be an integer in [1, 4096], got {self.min_depth!r}")
+        if self.output_stride is not None and self.output_stride not in VALID_OUTPUT_STRIDES:
+            bad(f"output_stride must be None, 8, 16 or 32, got {self.output_stride!r}")
+        if self.hidden_act not in ACTIVATIONS:
+            bad(f"unknown hidden_act {self.hidden_act!r}; use one of {', '.join(ACTIVATIONS)}")
+        if not isinstance(self.image_size, int) or not MIN_INPUT_SIZE <= self.image_size <= 8192:
+            bad(f"image_size must be an integer in [{MIN_INPUT_SIZE}, 8192], "
+                f"got {self.image_size!r}")
+        if not isinstance(self.num_channels, int) or not 1 <= self.num_channels <= 64:
+            bad(f"num_channels must be an integer in [1, 64], got {self.num_channels!r}")
+        if not isinstance(self.num_labels, int) or not 1 <= self.num_labels <= MAX_NUM_LABELS:
+            bad(f"num_labels must be an integer in [1, {MAX_NUM_LABELS}], "
+                f"got {self.num_labels!r}")
+        if not 0 <= self.classifier_dropout_prob < 1:
+            bad(f"classifier_dropout_prob must be in [0, 1), got {self.classifier_dropout_prob}")
+        if not self.layer_norm_eps > 0:
+            bad(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
+
+    # ----- dict / JSON -----
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides) -> MobileNetV1Config:
+        """Build from our own dict or a Hugging Face ``config.json`` dict; ``overrides`` win."""
+        data = {**data, **overrides}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names - _HF_GENERIC_KEYS
+        if unknown:
+            warnings.warn(f"MobileNetV1Config ignores unknown keys: {sorted(unknown)}",
+                          stacklevel=2)
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "id2label" in kwargs and "num_labels" not in kwargs and kwargs["id2label"]:
+            kwargs["num_labels"] = len(kwargs["id2label"])
+        if "num_labels" in overrides and "id2label" not in overrides:
+            old = kwargs.get("id2label")
+            if old is not None and len(old) != overrides["num_labels"]:
+                kwargs.pop("id2label", None)
+                kwargs.pop("label2id", None)
+        return cls(**kwargs)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike, **overrides) -> MobileNetV1Config:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read config {path}: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config {path} must hold a JSON object")
+        return cls.from_dict(data, **overrides)
+
+    def replace(self, **changes) -> MobileNetV1Config:
+        """A copy with some fields changed (a new ``num_labels`` resets the label names)."""
+        return type(self).from_dict(self.to_dict(), **changes)
+
+    @property
+    def variant(self) -> str:
+        """Slim-style name, e.g. ``mobilenet_v1_0.75_192``."""
+        return f"mobilenet_v1_{self.depth_multiplier!r}_{self.image_size}"
+
+    @classmethod
+    def from_variant(cls, name: str, **overrides) -> MobileNetV1Config:
+        """Parse ``mobilenet_v1_<alpha>_<res>[_quant]`` into a config."""
+        base = os.path.basename(str(name)).split(".tgz")[0]
+        parts = base.replace("_frozen", "").replace("_quant", "").split("_")
+        try:
+            if parts[:2] != ["mobilenet", "v1"] or len(parts) != 4:
+                raise ValueError
+            alpha, res = float(parts[2]), int(parts[3])
+        except ValueError:
+            raise ValueError(
+                f"unknown variant {name!r}; expected mobilenet_v1_<alpha>_<resolution>, "
+                "e.g. mobilenet_v1_0.75_192"
+            ) from None
+        return cls(**{"depth_multiplier": alpha, "image_size": res, **overrides})

@@ -1,0 +1,51 @@
+"""Safe output: write to a temporary sibling, then rename, so no partial file is ever left."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+
+def check_writable(dst: str | os.PathLike, force: bool = False) -> str:
+    """Refuse to replace an existing output unless ``force``; return ``dst`` as a string."""
+    dst = os.fspath(dst)
+    if os.path.lexists(dst) and not force:
+        raise FileExistsError(f"{dst} already exists; pass force=True (CLI: --force) to replace it")
+    parent = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(parent, exist_ok=True)
+    return dst
+
+
+@contextlib.contextmanager
+def atomic_output(dst: str | os.PathLike, force: bool = False, directory: bool = False,
+                  suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path next to ``dst``; on success move it onto ``dst``.
+
+    On any error the temporary file or directory is removed and an existing ``dst`` is left
+    untouched. ``suffix`` keeps an extension that a writer insists on (e.g. ``.keras``).
+    """
+    dst = check_writable(dst, force)
+    parent = os.path.dirname(os.path.abspath(dst))
+    base = os.path.basename(dst.rstrip(os.sep)) or "output"
+    tmp_dir = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+    tmp = tmp_dir if directory else os.path.join(tmp_dir, "out" + suffix)
+    try:
+        yield tmp
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            # A directory cannot be atomically replaced: move the old one aside first.
+            old = tempfile.mkdtemp(prefix=f".{base}.", suffix=".old", dir=parent)
+            os.rmdir(old)
+            os.replace(dst, old)
+            try:
+                os.replace(tmp, dst)
+            except BaseException:
+                os.replace(old, dst)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)

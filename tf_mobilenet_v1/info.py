@@ -1,0 +1,26 @@
+"""A variant's summary: config, parameters and MACs, all derived from the architecture table."""
+
+from __future__ import annotations
+
+from .architecture import count_macs, count_params, layer_specs
+from .config import MobileNetV1Config
+
+
+def describe(variant: str | MobileNetV1Config) -> str:
+    """Human-readable summary of a variant name such as ``mobilenet_v1_0.75_192``."""
+    cfg = variant if isinstance(variant, MobileNetV1Config) else \
+        MobileNetV1Config.from_variant(variant)
+    specs = layer_specs(cfg.depth_multiplier, cfg.min_depth, cfg.output_stride,
+                        cfg.num_channels)
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("id2label", "label2id")}
+    lines = [cfg.variant]
+    lines += [f"  {k:<24}{v}" for k, v in fields.items()]
+    base_macs = count_macs(specs, cfg.image_size, tf_padding=cfg.tf_padding)
+    lines += [
+        f"  {'layers':<24}{len(specs)} (stem + 13 depthwise/pointwise pairs)",
+        f"  {'parameters':<24}{count_params(specs, cfg.num_labels):,} "
+        f"(backbone {count_params(specs, None):,})",
+        f"  {'MACs':<24}{count_macs(specs, cfg.image_size, cfg.num_labels, cfg.tf_padding):,} "
+        f"(backbone {base_macs:,})",
+    ]
+    return "\n".join(lines)

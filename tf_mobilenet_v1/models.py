@@ -1,0 +1,237 @@
+"""Keras models: ``MobileNetV1Model`` (backbone) and ``MobileNetV1ForImageClassification``.
+
+Both are functional models built from ``architecture.layer_specs`` with flat layer names that
+follow the slim scopes (``Conv2d_0`` ... ``Conv2d_13_pointwise``, ``AvgPool_1a``, ``Logits``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from .architecture import LOGITS_NAME, hidden_state_names, layer_specs
+from .config import MIN_INPUT_SIZE, MobileNetV1Config
+from .layers import ConvBlock
+
+_PACKAGE = "tf_mobilenet_v1"
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
+POOL_KERNEL = 7  # slim's AvgPool_1a kernel when global_pool=False
+
+
+def _resolve_config(config, kwargs) -> MobileNetV1Config:
+    """Accept a config object, a dict, or config fields passed as keyword arguments."""
+    fields = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
+    if config is None:
+        return MobileNetV1Config(**fields)
+    if isinstance(config, dict):
+        return MobileNetV1Config.from_dict(config, **fields)
+    if not isinstance(config, MobileNetV1Config):
+        raise TypeError(f"config must be a MobileNetV1Config or dict, got {type(config).__name__}")
+    return config.replace(**fields) if fields else config
+
+
+def _input_shape(config: MobileNetV1Config, input_shape) -> tuple:
+    if input_shape is None:
+        # slim's fixed pool needs a static size; global pooling accepts any size.
+        size = None if config.global_pool else config.image_size
+        input_shape = (size, size, config.num_channels)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != config.num_channels:
+        raise ValueError(
+            f"input_shape must be (height, width, {config.num_channels}) in NHWC order, "
+            f"got {input_shape}"
+        )
+    for s in input_shape[:2]:
+        if s is not None and s < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"input size {input_shape[:2]} is below MobileNet V1's minimum of "
+                f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; resize the images first"
+            )
+    return input_shape
+
+
+def _backbone(inputs, config: MobileNetV1Config, fuse_batchnorm: bool) -> dict:
+    """Apply the 27 layers; return every layer's output by slim name."""
+    outputs, x = {}, inputs
+    for spec in layer_specs(config.depth_multiplier, config.min_depth, config.output_stride,
+                            config.num_channels):
+        x = ConvBlock(
+            spec.kind,
+            spec.out_channels,
+            kernel_size=spec.kernel,
+            strides=spec.stride,
+            dilation_rate=spec.dilation,
+            tf_padding=config.tf_padding,
+            activation=config.hidden_act,
+            epsilon=config.layer_norm_eps,
+            initializer_range=config.initializer_range,
+            use_batchnorm=not fuse_batchnorm,
+            name=spec.name,
+        )(x)
+        outputs[spec.name] = x
+    return outputs
+
+
+def _pool(x, config: MobileNetV1Config):
+    """slim's ``AvgPool_1a``: global mean, or a 7x7 VALID stride-2 pool shrunk for small maps."""
+    if config.global_pool:
+        return keras.layers.GlobalAveragePooling2D(keepdims=True, name="AvgPool_1a")(x)
+    h, w = x.shape[1], x.shape[2]
+    kernel = (POOL_KERNEL if h is None else min(h, POOL_KERNEL),
+              POOL_KERNEL if w is None else min(w, POOL_KERNEL))
+    return keras.layers.AveragePooling2D(kernel, strides=2, padding="valid",
+                                         name="AvgPool_1a")(x)
+
+
+def _squeeze(x, name):
+    """Drop 1x1 spatial dims (slim's ``spatial_squeeze``); larger maps stay 4-D."""
+    if x.shape[1] == 1 and x.shape[2] == 1:
+        return keras.layers.Reshape((x.shape[-1],), name=name)(x)
+    return x
+
+
+class _MobileNetV1Base(keras.Model):
+    """Shared config handling, serialization and loading for both models."""
+
+    def _init_common(self, config, input_shape, fuse_batchnorm, kwargs):
+        self.config = _resolve_config(config, kwargs)
+        self._input_shape_arg = None if input_shape is None else tuple(input_shape)
+        self.fuse_batchnorm = bool(fuse_batchnorm)
+        inputs = keras.Input(_input_shape(self.config, input_shape), name="pixel_values")
+        return inputs, _backbone(inputs, self.config, self.fuse_batchnorm)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            **self.config.to_dict(),
+            "input_shape": self._input_shape_arg,
+            "fuse_batchnorm": self.fuse_batchnorm,
+            **self._extra_config(),
+        }
+
+    def _extra_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        fields = {k: config.pop(k) for k in list(config) if k in _CONFIG_FIELDS}
+        return cls(MobileNetV1Config.from_dict(fields), **config)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **config_overrides):
+        """Load official weights by registry name, or any checkpoint / HF path (see README)."""
+        from .pretrained import load_pretrained
+
+        return load_pretrained(cls, name_or_path, **config_overrides)
+
+    def fused(self):
+        """An inference copy with batch norm folded into the convolutions (bias, no BN)."""
+        if self.fuse_batchnorm:
+            return self
+        cfg = self.get_config()
+        cfg["fuse_batchnorm"] = True
+        fused = type(self).from_config(cfg)
+        for layer in fused.layers:
+            src = self.get_layer(layer.name)
+            if isinstance(layer, ConvBlock):
+                layer.conv.set_weights(src.folded_weights())
+            elif layer.weights:
+                layer.set_weights(src.get_weights())
+        return fused
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MobileNetV1Model(_MobileNetV1Base):
+    """MobileNet V1 backbone (NHWC input, any size >= 32).
+
+    Outputs a dict: ``last_hidden_state`` (B, h, w, C), ``pooler_output`` (B, C) and, with
+    ``output_hidden_states``, ``hidden_states``: the 26 depthwise/pointwise outputs in
+    Hugging Face's order. With ``feature_layers`` (slim names, e.g. ``Conv2d_11_pointwise``) the
+    outputs are exactly those layers by name, for use as a detection or segmentation backbone.
+    """
+
+    def __init__(self, config=None, *, input_shape=None, feature_layers: Sequence[str] = None,
+                 fuse_batchnorm=False, name="mobilenet_v1", **kwargs):
+        inputs, feats = self._init_common(config, input_shape, fuse_batchnorm, kwargs)
+        if feature_layers:
+            unknown = [n for n in feature_layers if n not in feats]
+            if unknown:
+                raise ValueError(f"unknown feature layers {unknown}; choose from {list(feats)}")
+            outputs = {n: feats[n] for n in feature_layers}
+        else:
+            last = feats[hidden_state_names()[-1]]
+            pooled = _pool(last, self.config)
+            if self.config.global_pool:
+                pooled = keras.layers.Flatten(name="pooler")(pooled)
+            else:
+                pooled = _squeeze(pooled, "pooler")
+            outputs = {"last_hidden_state": last, "pooler_output": pooled}
+            if self.config.output_hidden_states:
+                outputs["hidden_states"] = [feats[n] for n in hidden_state_names()]
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self.feature_layers = list(feature_layers) if feature_layers else None
+
+    def _extra_config(self):
+        return {"feature_layers": self.feature_layers}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MobileNetV1ForImageClassification(_MobileNetV1Base):
+    """Backbone + ``AvgPool_1a`` + dropout + 1x1 ``Logits`` convolution.
+
+    ``model.predict(x)`` returns logits (B, num_labels), index 0 = background for the official
+    1001-class weights; ``predict_proba`` gives softmax probabilities. With
+    ``global_pool=False`` and inputs larger than the config's size the logits are spatial
+    (B, h, w, num_labels). With ``output_hidden_states`` the output is a dict with ``logits``
+    and ``hidden_states``.
+    """
+
+    def __init__(self, config=None, *, input_shape=None, fuse_batchnorm=False,
+                 name="mobilenet_v1_classifier", **kwargs):
+        inputs, feats = self._init_common(config, input_shape, fuse_batchnorm, kwargs)
+        cfg = self.config
+        x = _pool(feats[hidden_state_names()[-1]], cfg)
+        x = keras.layers.Dropout(cfg.classifier_dropout_prob, name="Dropout_1b")(x)
+        x = keras.layers.Conv2D(
+            cfg.num_labels, 1, name=LOGITS_NAME,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=cfg.initializer_range),
+        )(x)
+        logits = _squeeze(x, "SpatialSqueeze")
+        if cfg.output_hidden_states:
+            outputs = {"logits": logits,
+                       "hidden_states": [feats[n] for n in hidden_state_names()]}
+        else:
+            outputs = logits
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+    def predict_proba(self, x, **predict_kwargs) -> np.ndarray:
+        """Softmax probabilities over ``num_labels`` (same arguments as ``predict``)."""
+        out = self.predict(x, **predict_kwargs)
+        logits = out["logits"] if isinstance(out, dict) else out
+        return np.asarray(ops.softmax(logits, axis=-1))
+
+    def decode(self, logits, top_k: int = 5) -> list[list[tuple[int, str, float]]]:
+        """Top-k ``(index, label, probability)`` for each row of ``logits``."""
+        return decode_predictions(logits, top_k, self.config.id2label)
+
+
+def decode_predictions(logits, top_k: int = 5, id2label: dict[int, str] | None = None):
+    """Top-k ``(index, label, probability)`` per row of (B, num_labels) logits."""
+    logits = np.asarray(logits, np.float64)
+    if logits.ndim != 2:
+        raise ValueError(f"expected (batch, num_labels) logits, got shape {logits.shape}")
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    id2label = id2label or {}
+    top_k = min(top_k, logits.shape[1])
+    result = []
+    for row in probs:
+        idx = np.argsort(-row, kind="stable")[:top_k]
+        result.append([(int(i), id2label.get(int(i), str(int(i))), float(row[i])) for i in idx])
+    return result
