@@ -1,0 +1,52 @@
+"""``convert(src, dst)``: load weights in any supported form, write them in the form of ``dst``.
+
+Destination forms: ``*.keras`` and ``*.weights.h5`` (Keras), ``*.ckpt`` (TF-slim checkpoint),
+``*.safetensors`` / ``*.bin`` (a Hugging Face state dict) or a directory (a Hugging Face model
+directory with ``config.json``, ``preprocessor_config.json`` and ``model.safetensors``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from tf_mobilenet_v1.fileio import atomic_output
+
+
+def save_keras(model, dst: str, force: bool = False) -> str:
+    """Write a ``.keras`` archive or ``.weights.h5`` file atomically."""
+    if dst.endswith(".weights.h5"):
+        with atomic_output(dst, force, suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
+    else:
+        with atomic_output(dst, force, suffix=".keras") as tmp:
+            model.save(tmp)
+    return dst
+
+
+def _writer(dst: str):
+    if dst.endswith((".keras", ".weights.h5")):
+        return save_keras
+    if dst.endswith(".ckpt"):
+        from tf_mobilenet_v1.slim_checkpoint import save_slim_checkpoint
+
+        return save_slim_checkpoint
+    if dst.endswith((".safetensors", ".bin")) or dst.endswith(os.sep) or os.path.isdir(dst) \
+            or not os.path.splitext(dst)[1]:
+        from converters.hf import save_hf
+
+        return save_hf
+    raise ValueError(
+        f"cannot tell the output format of {dst!r}; use a name ending in .keras, .weights.h5, "
+        ".ckpt, .safetensors or .bin, or a directory for a Hugging Face model"
+    )
+
+
+def convert(src: str, dst: str, *, force: bool = False, use_ema: bool = False) -> str:
+    """Convert ``src`` (registry name or any supported path) into ``dst``; return ``dst``."""
+    from tf_mobilenet_v1.pretrained import load_any
+
+    writer = _writer(dst)  # fail on a bad destination before loading anything
+    if os.path.lexists(dst.rstrip(os.sep)) and not force:
+        raise FileExistsError(f"{dst} already exists; pass --force to replace it")
+    model = load_any(src, use_ema=use_ema)
+    return writer(model, dst.rstrip(os.sep) if dst != os.sep else dst, force=force)
