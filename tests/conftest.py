@@ -48,3 +48,15 @@ def randomize(model, seed: int = 0):
             value = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
         w.assign(value.astype(np.float32))
     return model
+
+
+def require_module(name: str):
+    """Import an optional dependency: skip locally when absent, fail under CI (it installs it)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (pip install -e '.[test,interop]')")
+        pytest.skip(f"{name} is not installed")

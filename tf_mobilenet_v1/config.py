@@ -1,4 +1,4 @@
-"""``MobileNetV1Config``: Hugging Face's fields and defaults, plus what slim can do and HF cannot."""
+"""``MobileNetV1Config``: Hugging Face's fields and defaults, plus what slim can do."""
 
 from __future__ import annotations
 
