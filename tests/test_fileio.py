@@ -1,0 +1,49 @@
+"""Atomic outputs: nothing partial, nothing overwritten without force."""
+
+import os
+
+import pytest
+
+from tf_mobilenet_v1.fileio import atomic_output
+
+
+def test_success_replaces_only_at_the_end(tmp_path):
+    dst = tmp_path / "out.bin"
+    with atomic_output(dst) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+        assert not dst.exists()
+    assert dst.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_existing_output_needs_force(tmp_path):
+    dst = tmp_path / "out.bin"
+    dst.write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="--force"):
+        with atomic_output(dst):
+            pass
+    assert dst.read_bytes() == b"old"
+
+
+def test_failure_keeps_previous_file_and_leaves_no_temp(tmp_path):
+    dst = tmp_path / "out.bin"
+    dst.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(dst, force=True) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"partial")
+            raise RuntimeError("writer crashed")
+    assert dst.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_directory_output_replaced_whole(tmp_path):
+    dst = tmp_path / "model_dir"
+    dst.mkdir()
+    (dst / "old.txt").write_text("old")
+    with atomic_output(dst, force=True, directory=True) as tmp:
+        with open(os.path.join(tmp, "new.txt"), "w") as f:
+            f.write("new")
+    assert sorted(os.listdir(dst)) == ["new.txt"]
+    assert os.listdir(tmp_path) == ["model_dir"]
