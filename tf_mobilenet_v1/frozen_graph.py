@@ -1,0 +1,64 @@
+"""Weights out of a frozen TF1 GraphDef (``frozen_graph.pb``, ``*_frozen.pb``), by parsing only.
+
+Freezing turns each variable into a ``Const`` node of the same name (read through an
+``<name>/read`` Identity), so the weights can be taken from the protobuf without importing or
+running the graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Last name parts of slim variables; such a Const is a weight even without a /read node.
+VARIABLE_LEAVES = frozenset({
+    "weights", "depthwise_weights", "biases", "gamma", "beta", "moving_mean", "moving_variance",
+    "min", "max", "ExponentialMovingAverage",
+})
+_VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
+
+
+def _node_input_name(name: str) -> str:
+    return name.lstrip("^").split(":")[0]
+
+
+def read_frozen_graph(data: bytes, source: str) -> tuple[dict[str, np.ndarray], int | None]:
+    """``({variable name: array}, input resolution or None)`` from serialized GraphDef bytes."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        raise ValueError(
+            f"{source} is not a frozen TensorFlow GraphDef; pass frozen_graph.pb, a slim "
+            "checkpoint or a release .tgz"
+        ) from None
+    nodes = list(graph_def.node)
+    if not nodes:
+        raise ValueError(f"{source} holds an empty graph; pass frozen_graph.pb, a slim "
+                         "checkpoint or a release .tgz")
+    if any(n.op in _VARIABLE_OPS for n in nodes):
+        raise ValueError(f"{source} still holds variables (it is not frozen); pass the "
+                         "checkpoint it was trained with instead")
+    read_targets = {
+        _node_input_name(n.input[0]) for n in nodes
+        if n.op == "Identity" and n.input and n.name == _node_input_name(n.input[0]) + "/read"
+    }
+    tensors = {}
+    for n in nodes:
+        if n.op == "Const" and (n.name in read_targets
+                                or n.name.rsplit("/", 1)[-1] in VARIABLE_LEAVES):
+            tensors[n.name] = np.asarray(tf.make_ndarray(n.attr["value"].tensor))
+    return tensors, _input_resolution(nodes)
+
+
+def _input_resolution(nodes) -> int | None:
+    """Square static height/width of the single image placeholder, if the graph fixes one."""
+    placeholders = [n for n in nodes if n.op == "Placeholder"]
+    if len(placeholders) != 1:
+        return None
+    dims = [d.size for d in placeholders[0].attr["shape"].shape.dim]
+    if len(dims) == 4 and dims[1] == dims[2] and dims[1] > 0:
+        return int(dims[1])
+    return None
