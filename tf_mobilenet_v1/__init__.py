@@ -13,12 +13,15 @@ from .models import (  # noqa: E402
     MobileNetV1Model,
     decode_predictions,
 )
+from .preprocessing import MobileNetV1ImageProcessor, MobileNetV1Preprocessing  # noqa: E402
 
 __all__ = [
     "CONV_DEFS",
     "MobileNetV1Config",
     "MobileNetV1ForImageClassification",
+    "MobileNetV1ImageProcessor",
     "MobileNetV1Model",
+    "MobileNetV1Preprocessing",
     "count_macs",
     "count_params",
     "decode_predictions",

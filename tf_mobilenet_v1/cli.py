@@ -24,7 +24,8 @@ def _predict(args) -> int:
     from .predict import run_predict
 
     return run_predict(args.inputs, weights=args.weights, top_k=args.top_k,
-                       json_output=args.json, batch_size=args.batch_size)
+                       json_output=args.json, batch_size=args.batch_size,
+                       preprocessing=args.preprocessing)
 
 
 def _convert(args) -> int:
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--json", action="store_true", help="print one JSON document")
     s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--preprocessing", choices=("resize", "crop", "slim"), default="resize",
+                   help="resize: Pillow bilinear to the model size (default, as Google's "
+                   "reference and TFLite examples); crop: Hugging Face's resize + center crop; "
+                   "slim: TF-slim's eval crop")
     s.set_defaults(func=_predict)
 
     s = sub.add_parser("convert", help="convert weights between formats (by DST's form)",

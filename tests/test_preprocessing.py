@@ -1,0 +1,361 @@
+"""Preprocessing: HF parity (exact), the in-graph Keras layer (exact), TF-slim's eval pipeline."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import fixture_path
+from PIL import Image
+
+from tf_mobilenet_v1.images import read_image
+from tf_mobilenet_v1.preprocessing import (
+    MobileNetV1ImageProcessor,
+    MobileNetV1Preprocessing,
+    SlimEvalPreprocessor,
+    center_crop,
+    get_preprocessor,
+    normalize_table,
+    shortest_edge_size,
+    slim_eval_preprocess,
+)
+
+PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
+# (height, width): tiny, odd, extreme aspect ratios both ways, and just around 256.
+ODD_SIZES = [(1, 1), (2, 3), (17, 301), (301, 17), (700, 200), (255, 257), (256, 256),
+             (33, 97), (640, 480)]
+
+
+def _hf_processor_class():
+    """transformers' PIL-backend MobileNetV1 processor; under CI a missing install fails."""
+    try:
+        import transformers
+    except ImportError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"transformers is required under CI: {e}")
+        pytest.skip("transformers not installed (pip install tf-mobilenet-v1[interop])")
+    # Without torchvision, transformers 5 falls back to this PIL backend anyway; name it so
+    # that an installed torchvision (different rounding in its resize) cannot change the test.
+    return getattr(transformers, "MobileNetV1ImageProcessorPil", None) or \
+        transformers.MobileNetV1ImageProcessor
+
+
+def _hf(image_size=224, **kwargs):
+    cls = _hf_processor_class()
+    kwargs.setdefault("size", {"shortest_edge": image_size + 32})
+    kwargs.setdefault("crop_size", {"height": image_size, "width": image_size})
+    return cls(**kwargs)
+
+
+def _hf_pixels(proc, image, **kwargs):
+    out = proc(image, return_tensors="np", **kwargs)["pixel_values"]
+    return np.asarray(out).transpose(0, 2, 3, 1)  # HF is channels first
+
+
+def _random_image(h, w, seed=0, mode="RGB"):
+    rng = np.random.default_rng(seed)
+    bands = {"RGB": 3, "RGBA": 4, "L": 1, "LA": 2}[mode]
+    a = rng.integers(0, 256, (h, w, bands), dtype=np.uint8)
+    if mode == "RGBA":
+        a[..., 3] = rng.choice([0, 77, 128, 255], (h, w))
+    return Image.fromarray(a[..., 0] if bands == 1 else a, mode)
+
+
+# ----------------------------------------------------------------- pure helpers
+def test_shortest_edge_size_truncates_long_side():
+    assert shortest_edge_size(480, 640, 256) == (256, 341)   # 256 * 640 / 480 = 341.33
+    assert shortest_edge_size(640, 480, 256) == (341, 256)
+    assert shortest_edge_size(300, 300, 256) == (256, 256)
+    assert shortest_edge_size(1, 3, 256) == (256, 768)
+    assert shortest_edge_size(343, 512, 160) == (160, 238)   # 238.83
+
+
+def test_center_crop_pads_like_hf():
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4, 1) + 1
+    np.testing.assert_array_equal(center_crop(a, 2, 2)[..., 0], [[2, 3], [6, 7]])
+    out = center_crop(a, 6, 5)[..., 0]  # larger: HF pads ceil((new - old) / 2) on top / left
+    assert out.shape == (6, 5)
+    np.testing.assert_array_equal(out[2:5, 1:5], a[..., 0])
+    assert out[:2].sum() == 0 and out[5:].sum() == 0 and out[:, 0].sum() == 0
+
+
+def test_normalize_table_matches_hf_formula():
+    v = np.arange(256)
+    expected = ((v.astype(np.float64) / 255).astype(np.float32) - np.float32(0.5)) / \
+        np.float32(0.5)
+    t = normalize_table(1 / 255, (0.5,) * 3, (0.5,) * 3)
+    assert t.shape == (256, 3) and t.dtype == np.float32
+    np.testing.assert_array_equal(t[:, 1], expected)
+    assert t[0, 0] == -1.0 and t[255, 2] == 1.0
+
+
+# ----------------------------------------------------------------- processor API
+def test_processor_defaults_and_dict_round_trip():
+    p = MobileNetV1ImageProcessor()
+    assert p.size == {"shortest_edge": 256} and p.crop_size == {"height": 224, "width": 224}
+    assert p.image_mean == [0.5] * 3 and p.image_std == [0.5] * 3 and p.resample == 2
+    d = p.to_dict()
+    assert d["image_processor_type"] == "MobileNetV1ImageProcessor"
+    assert MobileNetV1ImageProcessor.from_dict(d).to_dict() == d
+    v = MobileNetV1ImageProcessor.for_variant(160)
+    assert v.size == {"shortest_edge": 192} and v.crop_size == {"height": 160, "width": 160}
+    r = MobileNetV1ImageProcessor.for_variant(96, mode="resize")
+    assert r.output_size() == (96, 96) and not r.do_center_crop
+
+
+def test_processor_from_pretrained_dir(tmp_path):
+    import json
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"crop_size": {"height": 128, "width": 128}, "size": {"shortest_edge": 160},
+         "image_processor_type": "MobileNetV1ImageProcessor", "do_normalize": True}))
+    p = MobileNetV1ImageProcessor.from_pretrained(tmp_path)
+    assert p.output_size() == (128, 128) and p.size == {"shortest_edge": 160}
+    with pytest.raises(ValueError, match="cannot read preprocessor config"):
+        MobileNetV1ImageProcessor.from_pretrained(tmp_path / "missing")
+
+
+def test_processor_call_options():
+    img = np.asarray(_random_image(50, 70))
+    p = MobileNetV1ImageProcessor.for_variant(32)
+    x = p(img)["pixel_values"]
+    assert x.shape == (1, 32, 32, 3) and x.dtype == np.float32
+    assert -1.0 <= x.min() and x.max() <= 1.0
+    nchw = p([img, img], data_format="channels_first")["pixel_values"]
+    assert nchw.shape == (2, 3, 32, 32)
+    np.testing.assert_array_equal(nchw[1].transpose(1, 2, 0), x[0])
+    raw = p(img, do_rescale=False, do_normalize=False)["pixel_values"]
+    assert raw.max() > 1.0 and np.allclose(raw, np.round(raw))  # still whole uint8 values
+    np.testing.assert_allclose(raw / 127.5 - 1, x, atol=1e-6)
+    assert p(img, crop_size=20)["pixel_values"].shape == (1, 20, 20, 3)
+    assert p(img, size={"height": 40, "width": 30}, do_center_crop=False)[
+        "pixel_values"].shape == (1, 40, 30, 3)
+    ragged = p([img, img[:, :40]], do_center_crop=False)["pixel_values"]
+    assert isinstance(ragged, list) and ragged[0].shape != ragged[1].shape
+    tf_out = p(img, return_tensors="tf")["pixel_values"]
+    np.testing.assert_array_equal(tf_out.numpy(), x)
+    std = p(img, image_mean=[0.4, 0.5, 0.6], image_std=0.25)["pixel_values"]
+    np.testing.assert_allclose(std[..., 0], (x[..., 0] * 0.5 + 0.5 - 0.4) / 0.25, atol=1e-5)
+    with pytest.raises(TypeError, match="unknown preprocessing options"):
+        p(img, do_flip=True)
+    with pytest.raises(ValueError):
+        p(img, size={"longest_edge": 3})
+    with pytest.raises(ValueError):
+        p(img, return_tensors="pt")
+
+
+def test_resize_mode_equals_fixture_reference_inputs():
+    """The fixtures' inputs: PIL bilinear to res x res, then x / 127.5 - 1 (bit for bit)."""
+    ref = np.load(fixture_path("official", "mobilenet_v1_0.25_128", "reference_logits.npz"))
+    paths = [fixture_path("images", str(n)) for n in ref["images"]]
+    x = get_preprocessor("resize", 128)(paths)["pixel_values"]
+    assert x.shape == ref["inputs"].shape
+    np.testing.assert_array_equal(x, ref["inputs"])
+
+
+# ----------------------------------------------------------------- HF parity
+@pytest.mark.interop
+@pytest.mark.parametrize("image_size", [224, 128, 160, 192])
+def test_hf_parity_fixture_photos(image_size):
+    hf = _hf(image_size)
+    ours = MobileNetV1ImageProcessor.for_variant(image_size)
+    worst = 0.0
+    for name in PHOTOS:
+        path = fixture_path("images", name)
+        with Image.open(path) as im:
+            expected = _hf_pixels(hf, im.convert("RGB"))
+        got = ours(path)["pixel_values"]
+        assert got.shape == expected.shape == (1, image_size, image_size, 3)
+        worst = max(worst, float(np.abs(got - expected).max()))
+    assert worst == 0.0, f"max abs difference {worst}"
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("h, w", ODD_SIZES)
+def test_hf_parity_odd_sizes(h, w):
+    img = _random_image(h, w, seed=h * 1000 + w)
+    for kwargs in ({}, {"size": {"shortest_edge": 40}, "crop_size": {"height": 64,
+                                                                      "width": 48}}):
+        expected = _hf_pixels(_hf(**kwargs), img)
+        got = MobileNetV1ImageProcessor(**kwargs)(img)["pixel_values"]
+        np.testing.assert_array_equal(got, expected)
+    # straight resize, no crop (HF with a height/width size)
+    hf = _hf(size={"height": 96, "width": 96}, do_center_crop=False)
+    got = MobileNetV1ImageProcessor.for_variant(96, mode="resize")(img)["pixel_values"]
+    np.testing.assert_array_equal(got, _hf_pixels(hf, img))
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("mode", ["L", "RGBA", "LA", "P"])
+def test_hf_parity_other_modes(tmp_path, mode):
+    img = _random_image(61, 83, seed=5, mode="RGBA" if mode in ("RGBA", "P") else mode)
+    if mode == "P":
+        img = img.convert("RGB").quantize(64)
+        img.info["transparency"] = 3
+    hf = _hf(96)
+    expected = _hf_pixels(hf, img, do_convert_rgb=True)  # HF composites alpha on white too
+    got = MobileNetV1ImageProcessor.for_variant(96)(img)["pixel_values"]
+    np.testing.assert_array_equal(got, expected)
+    # and through a file: same pixels after writing and reading back
+    path = tmp_path / "img.png"
+    img.save(path)
+    with Image.open(path) as reread:
+        expected_file = _hf_pixels(hf, reread, do_convert_rgb=True)
+    np.testing.assert_array_equal(MobileNetV1ImageProcessor.for_variant(96)(path)[
+        "pixel_values"], expected_file)
+
+
+@pytest.mark.interop
+def test_hf_parity_numpy_rgba_and_gray_arrays():
+    rgba = np.asarray(_random_image(40, 50, seed=9, mode="RGBA"))
+    gray = np.asarray(_random_image(40, 50, seed=9, mode="L"))[..., None]  # HF needs a C axis
+    hf = _hf(32)
+    for a in (rgba, gray):
+        expected = _hf_pixels(hf, a, do_convert_rgb=True)
+        np.testing.assert_array_equal(MobileNetV1ImageProcessor.for_variant(32)(a)[
+            "pixel_values"], expected)
+
+
+# ----------------------------------------------------------------- Keras layer
+def test_keras_layer_matches_processor_on_photos():
+    """The in-graph layer equals the Pillow-based processor bit for bit."""
+    for size in (224, 128):
+        layer = MobileNetV1Preprocessing(size)
+        proc = MobileNetV1ImageProcessor.for_variant(size)
+        for name in PHOTOS:
+            path = fixture_path("images", name)
+            got = np.asarray(layer(read_image(path)[None]))
+            np.testing.assert_array_equal(got, proc(path)["pixel_values"])
+
+
+@pytest.mark.parametrize("h, w", ODD_SIZES)
+def test_keras_layer_matches_processor_odd_sizes(h, w):
+    img = np.asarray(_random_image(h, w, seed=h + 7 * w))
+    cases = [
+        (MobileNetV1Preprocessing(48), MobileNetV1ImageProcessor.for_variant(48)),
+        # shortest edge below the crop: HF pads the resized image with zeros
+        (MobileNetV1Preprocessing(40, shortest_edge=33),
+         MobileNetV1ImageProcessor(size=33, crop_size=40)),
+        (MobileNetV1Preprocessing(36, mode="resize"),
+         MobileNetV1ImageProcessor.for_variant(36, mode="resize")),
+    ]
+    for layer, proc in cases:
+        expected = proc(img)["pixel_values"]
+        np.testing.assert_array_equal(np.asarray(layer(img[None])), expected)
+        np.testing.assert_array_equal(np.asarray(layer(img)), expected[0])  # rank 3
+
+
+def test_keras_layer_batch_float_input_and_config():
+    imgs = np.stack([np.asarray(_random_image(30, 44, seed=s)) for s in range(3)])
+    layer = MobileNetV1Preprocessing(32, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.3, 0.4])
+    proc = MobileNetV1ImageProcessor(size=64, crop_size=32, image_mean=[0.4, 0.5, 0.6],
+                                     image_std=[0.2, 0.3, 0.4])
+    expected = proc(list(imgs))["pixel_values"]
+    np.testing.assert_array_equal(np.asarray(layer(imgs)), expected)
+    np.testing.assert_array_equal(np.asarray(layer(imgs.astype("float32"))), expected)
+    clone = MobileNetV1Preprocessing.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config() and clone.resize_to == 64
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(restored, MobileNetV1Preprocessing)
+    np.testing.assert_array_equal(np.asarray(restored(imgs)), expected)
+    with pytest.raises(ValueError):
+        MobileNetV1Preprocessing(32, mode="stretch")
+
+
+@pytest.mark.slow
+def test_keras_layer_in_saved_keras_model(tmp_path):
+    inp = keras.Input((None, None, 3), dtype="uint8")
+    model = keras.Model(inp, MobileNetV1Preprocessing(64)(inp))
+    path = tmp_path / "prep.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    img = np.asarray(_random_image(90, 70, seed=3))[None]
+    np.testing.assert_array_equal(np.asarray(loaded(img)),
+                                  MobileNetV1ImageProcessor.for_variant(64)(img[0])[
+                                      "pixel_values"])
+
+
+@pytest.mark.slow
+def test_keras_layer_tflite_builtins_exact():
+    """Converts with TFLITE_BUILTINS only (no Flex) and stays exact at several input sizes."""
+    import tensorflow as tf
+
+    pytest.importorskip("ai_edge_litert", reason="pip install tf-mobilenet-v1[tflite]")
+    from ai_edge_litert.interpreter import Interpreter
+
+    layer = MobileNetV1Preprocessing(96)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
+    def prep(images):
+        return layer(images)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([prep.get_concrete_function()],
+                                                                layer)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interp = Interpreter(model_content=converter.convert())
+    proc = MobileNetV1ImageProcessor.for_variant(96)
+    # 700x200 takes Pillow's vertical-first branch, 120x160 the horizontal-first one
+    for h, w in [(120, 160), (700, 200), (33, 77)]:
+        img = np.asarray(_random_image(h, w, seed=h))[None]
+        inp = interp.get_input_details()[0]
+        interp.resize_tensor_input(inp["index"], [1, h, w, 3])
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], img)
+        interp.invoke()
+        out = interp.get_tensor(interp.get_output_details()[0]["index"])
+        np.testing.assert_array_equal(out, proc(img[0])["pixel_values"])
+
+
+# ----------------------------------------------------------------- TF-slim eval
+def _slim_reference(img: np.ndarray, size: int, fraction: float = 0.875) -> np.ndarray:
+    """Independent numpy version of slim's preprocess_for_eval (TF1 bilinear, no half pixel)."""
+    x = img.astype(np.float64) / 255.0
+    h, w = x.shape[:2]
+    top, left = int((h - h * fraction) / 2), int((w - w * fraction) / 2)
+    x = x[top:h - top, left:w - left]
+    h, w = x.shape[:2]
+
+    def axis(n_in):
+        src = np.arange(size) * (n_in / size)
+        lo = np.floor(src).astype(int)
+        return lo, np.minimum(lo + 1, n_in - 1), src - lo
+
+    y0, y1, fy = axis(h)
+    x0, x1, fx = axis(w)
+    top_row = x[y0][:, x0] * (1 - fx)[None, :, None] + x[y0][:, x1] * fx[None, :, None]
+    bottom = x[y1][:, x0] * (1 - fx)[None, :, None] + x[y1][:, x1] * fx[None, :, None]
+    out = top_row * (1 - fy)[:, None, None] + bottom * fy[:, None, None]
+    return (out - 0.5) * 2.0
+
+
+def test_slim_eval_preprocess_matches_reference_math():
+    for h, w, size in [(343, 512, 224), (97, 61, 128), (5, 7, 32)]:
+        img = np.asarray(_random_image(h, w, seed=h))
+        got = slim_eval_preprocess(img, size)
+        assert got.shape == (size, size, 3) and got.dtype == np.float32
+        np.testing.assert_allclose(got, _slim_reference(img, size), atol=2e-6)
+
+
+def test_slim_preprocessor_interface_and_names():
+    img = np.asarray(_random_image(50, 40))
+    s = SlimEvalPreprocessor(64)
+    out = s([img, img], data_format="channels_first")["pixel_values"]
+    assert out.shape == (2, 3, 64, 64)
+    np.testing.assert_allclose(out[0].transpose(1, 2, 0), _slim_reference(img, 64), atol=2e-6)
+    assert isinstance(get_preprocessor("slim", 64), SlimEvalPreprocessor)
+    assert get_preprocessor("crop", 64).output_size() == (64, 64)
+    with pytest.raises(ValueError, match="unknown preprocessing"):
+        get_preprocessor("inception", 64)
+
+
+@pytest.mark.interop
+def test_to_dict_is_a_valid_hf_preprocessor_config(tmp_path):
+    import json
+
+    ours = MobileNetV1ImageProcessor.for_variant(160)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(ours.to_dict()))
+    hf = _hf_processor_class().from_pretrained(str(tmp_path))
+    img = _random_image(70, 111, seed=11)
+    np.testing.assert_array_equal(ours(img)["pixel_values"], _hf_pixels(hf, img))

@@ -1,0 +1,210 @@
+"""Read images robustly into uint8 RGB arrays (files, PIL images, numpy arrays).
+
+Every file goes through Pillow with its decompression-bomb limit left on, EXIF orientation
+applied, the first frame of animations, and mode conversions that keep the meaning of the
+pixels: transparency is composited onto white (as Hugging Face's ``convert_to_rgb`` does),
+16-bit grayscale is scaled to 8 bits (Pillow's own ``convert`` would clip it), palette and CMYK
+go through Pillow's conversions. Errors are ``ValueError``s that name the file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Extensions picked up when walking a directory (files named explicitly are always tried).
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".webp", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm", ".pnm",
+})
+
+# ``warnings.catch_warnings`` swaps a process-wide filter list; serialize it between the
+# decoding threads of a tf.data pipeline. Only header parsing runs under the lock.
+_OPEN_LOCK = threading.Lock()
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when ``path``'s extension is one of :data:`IMAGE_EXTENSIONS`."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def find_images(inputs: Iterable[str | os.PathLike], *, keep_missing: bool = False
+                ) -> tuple[list[str], list[str], list[str]]:
+    """Expand files and directories into image paths.
+
+    Returns ``(images, missing, empty_dirs)``: files given explicitly are kept whatever their
+    extension; directories are walked recursively in sorted order, keeping files with an
+    image extension; ``missing`` lists inputs that do not exist and ``empty_dirs`` directories
+    without any image. With ``keep_missing`` the missing paths also stay in ``images``, in
+    input order, so that reading them reports the error in place.
+    """
+    images, missing, empty = [], [], []
+    for item in inputs:
+        path = os.fspath(item)
+        if os.path.isdir(path):
+            found = list(_walk_images(path))
+            images.extend(found)
+            if not found:
+                empty.append(path)
+        elif os.path.exists(path):
+            images.append(path)
+        else:
+            missing.append(path)
+            if keep_missing:
+                images.append(path)
+    return images, missing, empty
+
+
+def _walk_images(root: str) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()  # os.walk follows this list, so the walk order is deterministic
+        for name in sorted(filenames):
+            if is_image_file(name):
+                yield os.path.join(dirpath, name)
+
+
+def _bomb_message(path, err) -> str:
+    return (f"cannot read image {path}: {err} (Pillow's decompression-bomb limit, "
+            f"PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS}; raise it only for trusted "
+            "files)")
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open, fully decode and orient an image file; returns a loaded PIL image (any mode).
+
+    Raises ``ValueError`` naming the file when it is missing, not an image, truncated,
+    corrupt, or larger than Pillow's decompression-bomb limit (an image above
+    ``Image.MAX_IMAGE_PIXELS`` is refused, not just warned about).
+    """
+    path = os.fspath(path)
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(_bomb_message(path, e)) from None
+    except FileNotFoundError:
+        raise ValueError(f"cannot read image {path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"cannot read image {path}: it is a directory") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"cannot read image {path}: not an image file Pillow can "
+                         "identify (corrupt, or an unsupported format)") from None
+    except Exception as e:  # noqa: BLE001 - plugins raise many types on malformed headers
+        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    try:
+        with im:
+            im.seek(0)  # first frame of GIF / WebP / TIFF sequences
+            im.load()  # decode now, so truncated or corrupt data fails here
+            try:
+                return ImageOps.exif_transpose(im)
+            except Exception:  # noqa: BLE001 - a malformed EXIF block must not lose the pixels
+                return im.copy()
+    except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error...
+        detail = str(e) or type(e).__name__
+        raise ValueError(f"cannot read image {path}: {detail}") from None
+
+
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """Convert a PIL image of any mode to a (H, W, 3) uint8 RGB array.
+
+    Transparency (an alpha band or a ``transparency`` entry, e.g. in palette GIFs) is
+    composited onto white, like Hugging Face's ``convert_to_rgb``; 16- and 32-bit integer
+    grayscale is scaled from 0..65535; float images are taken as 0..1 when their maximum is at
+    most 1, else as 0..255.
+    """
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.float64)
+        return _gray_to_rgb(np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8))
+    if mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
+        if a.size and a.max() <= 1.0:
+            a = a * 255.0
+        return _gray_to_rgb(np.clip(np.round(a), 0, 255).astype(np.uint8))
+    if "A" in im.getbands() or "a" in im.getbands() or im.info.get("transparency") is not None:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[..., None], 3, axis=-1)
+
+
+def array_to_rgb(a: np.ndarray) -> np.ndarray:
+    """Convert a numpy image to (H, W, 3) uint8 RGB, following Hugging Face's conventions.
+
+    Accepts (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4. uint8 is taken as is; uint16 is
+    scaled from 0..65535; bool to 0/255; floats in [0, 1] are multiplied by 255 and truncated
+    (as transformers' ``to_pil_image`` does); other integer-valued arrays must lie in 0..255.
+    Four channels are RGBA composited onto white with HF's rounding.
+    """
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # channels-first input
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"expected an image array of shape (H, W), (H, W, C) or (C, H, W) with "
+                         f"C in 1, 3, 4; got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"image array has no pixels (shape {a.shape})")
+    a = _to_uint8(a)
+    if a.shape[-1] == 1:
+        return np.repeat(a, 3, axis=-1)
+    if a.shape[-1] == 4:
+        alpha = a[..., 3:4] / 255.0
+        return np.round(alpha * a[..., :3] + (1.0 - alpha) * 255.0).astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    if a.dtype == np.uint16:
+        return np.round(a / 257.0).astype(np.uint8)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(f"unsupported image array dtype {a.dtype}; use uint8")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("image array holds NaN or infinite values")
+    if np.issubdtype(a.dtype, np.floating) and not np.allclose(a, a.astype(np.int64)):
+        if a.min() < 0 or a.max() > 1:
+            raise ValueError(f"float image values must lie in [0, 1] or be whole numbers in "
+                             f"[0, 255]; got [{a.min()}, {a.max()}]")
+        # transformers scales [0, 1] floats by 255 in float64, casts to float32, truncates.
+        return (a.astype(np.float64) * 255).astype(np.float32).astype(np.uint8)
+    if a.min() < 0 or a.max() > 255:
+        raise ValueError(f"image values must lie in 0..255 for dtype {a.dtype}; "
+                         f"got [{a.min()}, {a.max()}]")
+    return a.astype(np.uint8)
+
+
+def to_rgb_array(image) -> np.ndarray:
+    """Any supported image (path, PIL image, numpy array, tf tensor) -> (H, W, 3) uint8 RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        return pil_to_rgb(open_image(image))
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    if hasattr(image, "numpy") and not isinstance(image, np.ndarray):
+        image = image.numpy()  # tf.Tensor / torch.Tensor
+    if isinstance(image, np.ndarray):
+        return array_to_rgb(image)
+    raise TypeError(f"unsupported image type {type(image).__name__}; pass a file path, a PIL "
+                    "image or a numpy array")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as a (H, W, 3) uint8 RGB array (see :func:`open_image`)."""
+    return pil_to_rgb(open_image(path))
