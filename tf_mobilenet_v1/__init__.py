@@ -1,31 +1,35 @@
-"""Exact TensorFlow / Keras 3 MobileNet V1 (TF-slim and Hugging Face compatible)."""
+"""Exact TensorFlow / Keras 3 MobileNet V1 (TF-slim and Hugging Face compatible).
 
-import os as _os
+Public names are imported lazily so that ``mobilenet-v1 --help`` does not load TensorFlow.
+"""
 
-# TF 2.21 logs CUDA-probe and oneDNN notices at INFO even with level 2.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import importlib
 
-from .architecture import CONV_DEFS, count_macs, count_params, layer_specs  # noqa: E402
-from .config import MobileNetV1Config  # noqa: E402
-from .labels import imagenet_labels  # noqa: E402
-from .models import (  # noqa: E402
-    MobileNetV1ForImageClassification,
-    MobileNetV1Model,
-    decode_predictions,
-)
-from .preprocessing import MobileNetV1ImageProcessor, MobileNetV1Preprocessing  # noqa: E402
+_EXPORTS = {
+    "CONV_DEFS": "architecture",
+    "count_macs": "architecture",
+    "count_params": "architecture",
+    "layer_specs": "architecture",
+    "MobileNetV1Config": "config",
+    "imagenet_labels": "labels",
+    "MobileNetV1ForImageClassification": "models",
+    "MobileNetV1Model": "models",
+    "decode_predictions": "models",
+    "MobileNetV1ImageProcessor": "preprocessing",
+    "MobileNetV1Preprocessing": "preprocessing",
+}
 
-__all__ = [
-    "CONV_DEFS",
-    "MobileNetV1Config",
-    "MobileNetV1ForImageClassification",
-    "MobileNetV1ImageProcessor",
-    "MobileNetV1Model",
-    "MobileNetV1Preprocessing",
-    "count_macs",
-    "count_params",
-    "decode_predictions",
-    "imagenet_labels",
-    "layer_specs",
-]
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -91,9 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up notices (CUDA probe, oneDNN) kept off stderr."""
+    if "tensorflow" in sys.modules:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _import_tensorflow_quietly()
     if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         print("mobilenet-v1: error: --top-k and --batch-size must be at least 1", file=sys.stderr)
         return 2

@@ -1,0 +1,100 @@
+"""Helpers shared by the SavedModel and TFLite exporters."""
+
+from __future__ import annotations
+
+from tf_mobilenet_v1.fileio import atomic_output
+
+# What every exported model expects as float input: RGB scaled to [-1, 1] (slim's
+# inception preprocessing, HF's image_mean = image_std = 0.5). In TFLite metadata terms this is
+# mean 127.5, std 127.5 applied to 0..255 pixels.
+NORM_MEAN = 127.5
+NORM_STD = 127.5
+LABELS_FILE = "labels.txt"
+
+
+def check_classifier(model):
+    """Return ``model`` if it is a MobileNetV1ForImageClassification, else raise ValueError."""
+    from tf_mobilenet_v1.models import MobileNetV1ForImageClassification
+
+    if not isinstance(model, MobileNetV1ForImageClassification):
+        raise ValueError(
+            f"export needs a MobileNetV1ForImageClassification, got {type(model).__name__}; "
+            "load the weights with MobileNetV1ForImageClassification.from_pretrained"
+        )
+    return model
+
+
+def logits_of(outputs):
+    """The logits tensor from a classifier's output (a tensor, or a dict with hidden states)."""
+    return outputs["logits"] if isinstance(outputs, dict) else outputs
+
+
+def at_size(model, image_size: int | None):
+    """``model`` able to take ``image_size`` inputs: itself, or a same-weights copy rebuilt.
+
+    Models with ``global_pool=True`` accept any size; slim's fixed-pool models have a static
+    input shape and are rebuilt for another size. The logits must stay (batch, num_labels).
+    """
+    check_classifier(model)
+    size = image_size or model.config.image_size
+    if not isinstance(size, int) or size < 32:
+        raise ValueError(f"image_size must be an integer of at least 32, got {size!r}")
+    h, w = model.input_shape[1:3]
+    if (h, w) not in ((None, None), (size, size)):
+        cfg = model.get_config()
+        cfg["input_shape"] = (size, size, model.config.num_channels)
+        rebuilt = type(model).from_config(cfg)
+        rebuilt.set_weights(model.get_weights())
+        model = rebuilt
+    out = logits_of(model.compute_output_spec(
+        _spec(size, model.config.num_channels)))
+    if len(out.shape) != 2:
+        raise ValueError(
+            f"at {size}x{size} this model (global_pool=False) gives spatial logits of shape "
+            f"{tuple(out.shape)}; export at {model.config.image_size} or use global_pool=True"
+        )
+    return model, size
+
+
+def _spec(size, channels):
+    import keras
+
+    return keras.KerasTensor((1, size, size, channels), "float32")
+
+
+def labels_of(model) -> list[str]:
+    """Class names in index order from ``model.config.id2label``."""
+    id2label = model.config.id2label
+    return [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.config.num_labels)]
+
+
+def labels_text(model) -> str:
+    """``labels.txt`` content: one name per line, line i = class index i."""
+    names = labels_of(model)
+    bad = [n for n in names if "\n" in n or "\r" in n]
+    if bad:
+        raise ValueError(f"label names cannot contain line breaks: {bad[:3]}")
+    return "\n".join(names) + "\n"
+
+
+def same_text(path: str, text: str) -> bool:
+    """True when ``path`` is a file holding exactly ``text``."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read() == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def write_text(path: str, text: str, force: bool) -> bool:
+    """Write ``text`` atomically; an identical existing file is left alone (returns False)."""
+    if same_text(path, text):
+        return False
+    with atomic_output(path, force) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+    return True
+
+
+def human_size(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB ({n:,} bytes)"

@@ -1,0 +1,380 @@
+"""TFLite export: numerics per weight mode, lean op lists, GPU-delegate checks, labels, safety.
+
+Fast tests use a tiny random model (depth 0.25, 64 px); the slow ones use the official
+0.25_128 weights and the fixture photos.
+"""
+
+import contextlib
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import fixture_path, randomize, require_module
+
+from converters import tflite as tfl
+from converters.export import default_output, export
+from converters.tflite_inspect import (
+    gpu_compatibility,
+    gpu_delegate_problems,
+    op_counts,
+    run_tflite,
+    tflite_io,
+    tflite_op_names,
+    tflite_ops,
+)
+from tf_mobilenet_v1 import MobileNetV1ForImageClassification
+from tf_mobilenet_v1.architecture import layer_specs
+
+require_module("ai_edge_litert")
+
+SIZE = 64
+LEAN_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "AVERAGE_POOL_2D", "RESHAPE"}
+BN_OR_ACTIVATION_OPS = {"MUL", "ADD", "SUB", "RSQRT", "RELU6", "RELU", "MINIMUM", "MAXIMUM"}
+
+
+def _tiny(seed=0, **fields):
+    model = MobileNetV1ForImageClassification(depth_multiplier=0.25, image_size=SIZE, **fields)
+    return randomize(model, seed)
+
+
+def _inputs(n=4, size=SIZE, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+
+
+def _expected_conv_counts(config):
+    """CONV_2D / DEPTHWISE_CONV_2D counts derived from the architecture table (+1 for Logits)."""
+    specs = layer_specs(config.depth_multiplier, config.min_depth, config.output_stride,
+                        config.num_channels)
+    return {"CONV_2D": sum(s.kind != "depthwise" for s in specs) + 1,
+            "DEPTHWISE_CONV_2D": sum(s.kind == "depthwise" for s in specs)}
+
+
+def _quantize_input(x, info):
+    """Float [-1, 1] inputs -> the integer input tensor of a full-int8 model."""
+    lo, hi = (0, 255) if info.dtype == "uint8" else (-128, 127)
+    return np.clip(np.round(x / info.scale + info.zero_point), lo, hi).astype(info.dtype)
+
+
+def _run_float_io(path, x):
+    """Run a model of any I/O type on float inputs; return float (dequantized) outputs."""
+    (inp,), (out,) = tflite_io(path)
+    xin = x if inp.dtype == "float32" else _quantize_input(x, inp)
+    y = run_tflite(path, xin).astype(np.float32)
+    return (y - out.zero_point) * out.scale if out.scale else y
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny()
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory):
+    """The tiny model in each weight mode (int8 calibrated on random inputs)."""
+    root = tmp_path_factory.mktemp("tflite")
+    calib = _inputs(16, seed=1)
+    paths = {}
+    for mode in ("none", "float16", "dynamic", "int8"):
+        paths[mode] = tfl.export_tflite(
+            tiny, root / tfl.default_tflite_name(mode),
+            quantize=mode, calibration_images=calib if mode == "int8" else None)
+    return paths
+
+
+# ----- float32: exact, lean graph, GPU-friendly -----
+
+def test_float32_matches_keras(tiny, exported):
+    x = _inputs()
+    y = run_tflite(exported["none"], x)
+    ref = tiny.predict(x, verbose=0)
+    assert y.shape == ref.shape == (4, 1001)
+    assert np.abs(y - ref).max() < 1e-4
+
+
+def test_float32_graph_is_lean_with_tf_padding(tiny, exported):
+    ops = tflite_ops(exported["none"])
+    names = {op.name for op in ops}
+    assert names <= LEAN_OPS, names - LEAN_OPS
+    assert "PAD" not in names and not names & BN_OR_ACTIVATION_OPS  # BN folded, ReLU6 fused
+    counts = op_counts(exported["none"])
+    for op, n in _expected_conv_counts(tiny.config).items():
+        assert counts[op] == n
+    convs = [op for op in ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    # Every backbone layer carries its ReLU6; the last op (Logits) has no activation.
+    assert [op.fused_activation for op in convs[:-1]] == ["RELU6"] * (len(convs) - 1)
+    assert convs[-1].fused_activation == "NONE"
+
+
+@pytest.mark.parametrize("mode", ["none", "float16", "dynamic", "int8"])
+def test_every_mode_is_gpu_delegate_compatible(exported, mode):
+    verdict = gpu_compatibility(exported[mode])
+    assert verdict.compatible, verdict.problems
+    assert gpu_delegate_problems(exported[mode]) == []
+    assert "compatible" in str(verdict)
+
+
+def test_gpu_check_flags_unsupported_ops():
+    """The checker is not vacuous: ops and types the delegate rejects are reported."""
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def f(x):
+        return tf.argmax(x, -1), tf.math.top_k(x, 3).values
+
+    content = tf.lite.TFLiteConverter.from_concrete_functions(
+        [f.get_concrete_function()], tf.Module()).convert()
+    verdict = gpu_compatibility(content)
+    assert not verdict.compatible
+    text = " ".join(verdict.problems)
+    assert "ARG_MAX" in text and "TOPK_V2" in text and "INT64" in text
+    assert "NOT compatible" in str(verdict)
+
+
+def test_google_tflite_fixture_gpu_check():
+    """Google's 2018 export ends in SQUEEZE, which the delegate leaves to the CPU; ours uses
+    RESHAPE instead, so our graphs are delegated whole."""
+    path = fixture_path("tflite", "mobilenet_v1_0.25_224_1_default_1.tflite")
+    problems = gpu_delegate_problems(path)
+    assert len(problems) == 1 and "SQUEEZE" in problems[0]
+    assert "SQUEEZE" in tflite_op_names(path)
+
+
+def test_tf_padding_false_keeps_pads_and_stays_exact_and_gpu_compatible(tmp_path):
+    model = _tiny(seed=3, tf_padding=False)
+    path = tfl.export_tflite(model, tmp_path / "m.tflite")
+    names = tflite_op_names(path)
+    assert "PAD" in names and set(names) <= LEAN_OPS | {"PAD"}
+    assert not set(names) & BN_OR_ACTIVATION_OPS
+    assert gpu_compatibility(path).compatible
+    x = _inputs(2)
+    assert np.abs(run_tflite(path, x) - model.predict(x, verbose=0)).max() < 1e-4
+
+
+# ----- quantized modes -----
+
+def test_quantized_sizes_and_agreement(tiny, exported):
+    size = {m: os.path.getsize(p) for m, p in exported.items()}
+    assert 0.45 < size["float16"] / size["none"] < 0.55
+    assert 0.2 < size["dynamic"] / size["none"] < 0.35
+    assert 0.2 < size["int8"] / size["none"] < 0.35
+    x = _inputs(8, seed=5)
+    ref = tiny.predict(x, verbose=0)
+    scale = np.abs(ref).max()
+    assert np.abs(_run_float_io(exported["float16"], x) - ref).max() < 1e-2 * scale
+    assert np.abs(_run_float_io(exported["dynamic"], x) - ref).max() < 0.1 * scale
+    int8 = _run_float_io(exported["int8"], x)
+    assert np.corrcoef(int8.ravel(), ref.ravel())[0, 1] > 0.95
+
+
+def test_float16_stores_half_precision_weights(exported):
+    assert "DEQUANTIZE" in tflite_op_names(exported["float16"])
+    (inp,), (out,) = tflite_io(exported["float16"])
+    assert inp.dtype == out.dtype == "float32"  # float interface, fp16 weights inside
+
+
+@pytest.mark.parametrize("io_type", ["uint8", "int8", "float32"])
+def test_int8_io_types(tiny, tmp_path, io_type):
+    path = tfl.export_tflite(tiny, tmp_path / "m.tflite", quantize="int8", io_type=io_type,
+                             calibration_images=_inputs(8, seed=2))
+    (inp,), (out,) = tflite_io(path)
+    assert inp.dtype == out.dtype == io_type
+    assert inp.shape == (1, SIZE, SIZE, 3) and out.shape == (1, 1001)
+    if io_type != "float32":
+        # [-1, 1] maps onto the full integer range: one step per pixel value.
+        assert inp.scale == pytest.approx(2 / 255, rel=1e-3)
+    assert gpu_compatibility(path).compatible
+
+
+def test_int8_calibrates_on_an_image_directory(tiny, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for i in range(3):
+        arr = rng.integers(0, 256, (50 + 10 * i, 70, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(photos / ("sub" if i else "") / f"p{i}.png")
+    arrays = list(tfl.calibration_arrays(photos, SIZE))
+    assert len(arrays) == 3 and all(a.shape == (1, SIZE, SIZE, 3) for a in arrays)
+    assert all(-1 <= a.min() and a.max() <= 1 for a in arrays)
+    path = tfl.export_tflite(tiny, tmp_path / "m.tflite", quantize="int8",
+                             calibration_images=photos)
+    assert tflite_io(path)[0][0].dtype == "uint8"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(quantize="float16", io_type="uint8"), "needs full-integer"),
+    (dict(quantize="int8"), "calibration"),
+    (dict(quantize="int4"), "unknown quantize"),
+    (dict(quantize="int8", io_type="int16", calibration_images=np.zeros((1, 64, 64, 3))),
+     "unknown io_type"),
+    (dict(quantize="dynamic", calibration_images=np.zeros((1, 64, 64, 3))), "only used"),
+])
+def test_bad_options_are_refused(tiny, tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tfl.export_tflite(tiny, tmp_path / "m.tflite", **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_empty_calibration_directory_is_refused(tiny, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        tfl.export_tflite(tiny, tmp_path / "m.tflite", quantize="int8",
+                          calibration_images=tmp_path / "empty")
+    assert sorted(os.listdir(tmp_path)) == ["empty"]
+
+
+# ----- sizes, shapes, labels, safety -----
+
+def test_image_size_override(tmp_path):
+    pooled = _tiny(seed=4)  # global_pool=True: any size
+    path = tfl.export_tflite(pooled, tmp_path / "a.tflite", image_size=96)
+    assert tflite_io(path)[0][0].shape == (1, 96, 96, 3)
+    x = _inputs(1, size=96)
+    assert np.abs(run_tflite(path, x) - pooled.predict(x, verbose=0)).max() < 1e-4
+
+    fixed = _tiny(seed=4, global_pool=False)  # slim's fixed pool: rebuilt at the new size
+    path = tfl.export_tflite(fixed, tmp_path / "b.tflite", image_size=32)
+    assert tflite_io(path)[0][0].shape == (1, 32, 32, 3)
+    assert "AVERAGE_POOL_2D" in tflite_op_names(path)
+    with pytest.raises(ValueError, match="spatial logits"):
+        tfl.export_tflite(fixed, tmp_path / "c.tflite", image_size=512)
+
+
+def test_labels_file_written_and_matches_the_android_fixture(tiny, exported):
+    labels = os.path.join(os.path.dirname(exported["none"]), "labels.txt")
+    lines = open(labels, encoding="utf-8").read().splitlines()
+    assert lines == [tiny.config.id2label[i] for i in range(1001)]
+    # The Task Library model packs a labels.txt (short names) as a zip after the flatbuffer.
+    fixture = fixture_path("tflite", "mobilenet_v1_0.25_224_1_metadata_1.tflite")
+    theirs = zipfile.ZipFile(fixture).read("labels.txt").decode().splitlines()
+    assert [name.split(",")[0] for name in lines] == theirs
+
+
+def test_existing_output_needs_force(tiny, tmp_path):
+    dst = tmp_path / "m.tflite"
+    tfl.export_tflite(tiny, dst)
+    before = dst.read_bytes()
+    with pytest.raises(FileExistsError, match="force"):
+        tfl.export_tflite(tiny, dst)
+    other = _tiny(seed=9)
+    tfl.export_tflite(other, dst, force=True)
+    assert dst.read_bytes() != before
+
+
+def test_failed_export_leaves_nothing(tiny, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("TFLite conversion failed: simulated")
+
+    monkeypatch.setattr(tfl, "convert_tflite", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        tfl.export_tflite(tiny, tmp_path / "out" / "m.tflite")
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_failed_write_removes_new_labels(tiny, tmp_path, monkeypatch):
+    import converters.tflite as module
+
+    real = module.atomic_output
+
+    @contextlib.contextmanager
+    def failing(dst, force=False, directory=False, suffix=""):
+        with real(dst, force, directory, suffix) as tmp:
+            yield tmp
+            raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(module, "atomic_output", failing)
+    with pytest.raises(OSError, match="disk full"):
+        tfl.export_tflite(tiny, tmp_path / "m.tflite")
+    assert os.listdir(tmp_path) == []
+
+
+def test_backbone_is_refused(tmp_path):
+    from tf_mobilenet_v1 import MobileNetV1Model
+
+    with pytest.raises(ValueError, match="MobileNetV1ForImageClassification"):
+        tfl.export_tflite(MobileNetV1Model(depth_multiplier=0.25), tmp_path / "m.tflite")
+
+
+# ----- export() and the CLI -----
+
+def test_export_default_path_summary_and_force(tiny, tmp_path, monkeypatch, capsys):
+    from tf_mobilenet_v1.cli import main
+
+    keras_file = tmp_path / "tiny.keras"
+    tiny.save(keras_file)
+    monkeypatch.chdir(tmp_path)
+    out = export(tiny, quantize="float16")
+    assert out == default_output("mobilenet_v1_0.25_64", "tflite", "float16")
+    assert out == os.path.join("saved_models", "mobilenet_v1_0.25_64", "model_float16.tflite")
+    summary = capsys.readouterr().out
+    assert "GPU delegate: compatible" in summary and "CONV_2D x15" in summary
+    assert "(pixel - 127.5) / 127.5" in summary
+
+    assert main(["export", str(keras_file), "model.tflite"]) == 0
+    assert "wrote model.tflite" in capsys.readouterr().out
+    assert main(["export", str(keras_file), "model.tflite"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", str(keras_file), "model.tflite", "--force"]) == 0
+    assert main(["export", str(keras_file), "x.tflite", "--quantize", "int8"]) == 1
+    assert "calibration" in capsys.readouterr().err
+    assert not os.path.exists("x.tflite")
+
+
+# ----- official weights (slow) -----
+
+@pytest.fixture(scope="module")
+def official():
+    path = fixture_path("official", "mobilenet_v1_0.25_128")
+    model = MobileNetV1ForImageClassification.from_pretrained(str(path))
+    ref = np.load(path / "reference_logits.npz")
+    return model, ref["inputs"], ref["logits"]
+
+
+@pytest.fixture(scope="module")
+def official_exports(official, tmp_path_factory):
+    model = official[0]
+    root = tmp_path_factory.mktemp("official")
+    images = fixture_path("images")
+    return {mode: tfl.export_tflite(model, root / tfl.default_tflite_name(mode), quantize=mode,
+                                    calibration_images=images if mode == "int8" else None)
+            for mode in ("none", "float16", "dynamic", "int8")}
+
+
+@pytest.mark.slow
+def test_official_float32_matches_keras_and_reference(official, official_exports):
+    model, x, ref_logits = official
+    y = run_tflite(official_exports["none"], x)
+    assert np.abs(y - model.predict(x, verbose=0)).max() < 1e-4
+    assert np.abs(y - ref_logits).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_official_float16_same_top1(official, official_exports):
+    model, x, _ = official
+    y = run_tflite(official_exports["float16"], x)
+    assert (y.argmax(-1) == model.predict(x, verbose=0).argmax(-1)).all()
+
+
+@pytest.mark.slow
+def test_official_int8_top1_agreement(official, official_exports):
+    model, x, _ = official
+    y = _run_float_io(official_exports["int8"], x)
+    agree = (y.argmax(-1) == model.predict(x, verbose=0).argmax(-1)).sum()
+    assert agree >= 3, f"int8 top-1 agrees on {agree}/4 photos"
+
+
+@pytest.mark.slow
+def test_official_sizes_and_structure(official_exports):
+    size = {m: os.path.getsize(p) for m, p in official_exports.items()}
+    assert 0.45 < size["float16"] / size["none"] < 0.55
+    assert 0.2 < size["int8"] / size["none"] < 0.33
+    assert 0.2 < size["dynamic"] / size["none"] < 0.33
+    # Same convolution structure as Google's own TFLite MobileNet V1 (BN folded, ReLU6 fused).
+    google = op_counts(fixture_path("tflite", "mobilenet_v1_0.25_224_1_default_1.tflite"))
+    ours = op_counts(official_exports["none"])
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        assert ours[op] == google[op]
+    for mode, path in official_exports.items():
+        assert gpu_compatibility(path).compatible, mode
