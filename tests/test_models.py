@@ -165,3 +165,16 @@ def test_fit_reduces_loss_and_new_head():
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     hist = m.fit(x, y, epochs=8, batch_size=8, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
+
+
+def test_array_predict_fast_path_equals_keras_predict():
+    import keras
+
+    m = randomize(MobileNetV1ForImageClassification(output_hidden_states=True, **TINY))
+    x = np.random.rand(37, 32, 32, 3).astype("float32")  # a partial last batch
+    fast = m.predict(x, batch_size=16)
+    slow = keras.Model.predict(m, x, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(fast["logits"], slow["logits"])
+    assert len(fast["hidden_states"]) == 26
+    for a, b in zip(fast["hidden_states"], slow["hidden_states"], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,77 @@
+"""Smoke test of benchmarks/run.py on a tiny model: every row measured, no timing assertions."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+TINY = dict(depth_multiplier=0.25, image_size=64, batch=4, rounds=2, iters_b1=2, iters_bn=1,
+            warmup=1, slow_rounds=1, calibration_images=2)
+NAMES = ["ours_predict", "ours_tf_function_fused", "app_predict", "hf_torch_tfpad",
+         "ours_tflite_float32_t1", "ours_tflite_int8_t1", "app_tflite_float32_t1",
+         "load_slim_ckpt", "export_tflite"]
+RSS = ["ours_predict", "ours_tflite_float32_t1"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmarks_run", RUN_PY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_run_measures_every_row(bench, tmp_path):
+    settings = bench.Settings(**TINY)
+    result = bench.run_benchmarks(settings, NAMES, tmp_path, rss=RSS, log=lambda _: None)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == NAMES
+    for name, row in rows.items():
+        if name == "hf_torch_tfpad" and importlib.util.find_spec("transformers") is None:
+            assert row["status"].startswith("n/a: transformers is not installed")
+            continue
+        assert row["status"] == "ok", (name, row["status"])
+        rounds = settings.slow_rounds if bench.CONTENDERS[name].slow else settings.rounds
+        if row["group"] in ("load", "export"):
+            assert row["load_s"] > 0 and len(row["samples"]["load"]) == rounds
+        else:
+            assert 0 < row["b1_ms_min"] <= row["b1_ms"]
+            assert row["bn_ips"] > 0 and len(row["samples"]["b1"]) == rounds * 2
+    # Same-weights contenders really ran our model: float32 paths agree with it.
+    assert rows["ours_tf_function_fused"]["max_abs_diff"] < 1e-4
+    assert rows["ours_tflite_float32_t1"]["max_abs_diff"] < 1e-4
+    # Peak RSS is per child: a TFLite-only child never imports TensorFlow.
+    assert "rss_mb" not in rows["app_predict"]
+    assert 0 < rows["ours_tflite_float32_t1"]["rss_mb"] < rows["ours_predict"]["rss_mb"]
+
+    report = bench.format_report(result)
+    for name in NAMES:
+        assert f"| {name} |" in report
+    targets = {t["target"]: t for t in result["targets"]}
+    tflite = [t for t in result["targets"] if t["ours"] == "ours_tflite_float32_t1"]
+    assert tflite and tflite[0]["ratio"] > 0
+    assert any(t["ours"] == "load_slim_ckpt" and t["ratio"] > 0 for t in targets.values())
+    json.dumps(result)  # what --json writes
+
+
+def test_cli_lists_contenders_and_refuses_to_overwrite(bench, tmp_path, capsys):
+    assert bench.main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("ours_predict", "app_predict", "hf_torch_nopad", "ours_tflite_int8_t2",
+                 "load_release_tgz", "cli_predict", "convert_tflite_fused"):
+        assert name in listed
+    assert bench.select("ours_tflite_*_t2,cli_predict") == [
+        "ours_tflite_float32_t2", "ours_tflite_float16_t2", "ours_tflite_int8_t2", "cli_predict"]
+    with pytest.raises(ValueError, match="no contender matches"):
+        bench.select("nothing_*")
+    out = tmp_path / "results.json"
+    out.write_text("{}")
+    with pytest.raises(FileExistsError):  # checked before a long run starts
+        bench.main(["--json", str(out), "--contenders", "ours_predict"])
+    assert out.read_text() == "{}"
