@@ -23,7 +23,14 @@ def save_keras(model, dst: str, force: bool = False) -> str:
     return dst
 
 
+_FILE_FORMS = (".keras", ".weights.h5", ".ckpt", ".safetensors", ".bin")
+
+
 def _writer(dst: str):
+    if dst.endswith(os.sep) and dst.rstrip(os.sep).endswith(_FILE_FORMS):
+        raise ValueError(f"{dst!r} ends in {os.sep} (a Hugging Face directory) but is named like "
+                         "a file; drop the slash to write that file, or name the directory "
+                         "without a file extension")
     if dst.endswith((".keras", ".weights.h5")):
         return save_keras
     if dst.endswith(".ckpt"):

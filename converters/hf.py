@@ -79,7 +79,7 @@ def _shape(x) -> tuple[int, ...]:
     return tuple(int(d) for d in x.shape)
 
 
-def _to_numpy(value, key: str) -> np.ndarray:
+def _to_numpy(value, key: str, source: str = "state dict") -> np.ndarray:
     """numpy array from a numpy array or a torch tensor (bfloat16 widened, exactly, to float32)."""
     if isinstance(value, np.ndarray):
         if value.dtype.name == "bfloat16":  # ml_dtypes' numpy bfloat16 (TensorFlow loads it)
@@ -93,18 +93,18 @@ def _to_numpy(value, key: str) -> np.ndarray:
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return np.asarray(value)
     raise ValueError(
-        f"state dict entry {key!r} is a {type(value).__name__}, not a tensor; pass a flat "
+        f"{source} entry {key!r} is a {type(value).__name__}, not a tensor; pass a flat "
         "mapping of names to numpy arrays or torch tensors"
     )
 
 
-def _numpy_state_dict(state_dict) -> dict[str, np.ndarray]:
+def _numpy_state_dict(state_dict, source: str = "state dict") -> dict[str, np.ndarray]:
     if not isinstance(state_dict, Mapping):
         raise ValueError(
             f"expected a state dict (a mapping of names to tensors), got "
             f"{type(state_dict).__name__}"
         )
-    return {str(k): _to_numpy(v, str(k)) for k, v in state_dict.items()}
+    return {str(k): _to_numpy(v, str(k), source) for k, v in state_dict.items()}
 
 
 # ----- Keras -> state dict -----
@@ -171,7 +171,8 @@ class StateDictMismatchError(ValueError):
     ``mismatched`` holds ``(key, explanation)`` pairs.
     """
 
-    def __init__(self, target: str, missing, unexpected, mismatched):
+    def __init__(self, target: str, missing, unexpected, mismatched,
+                 source: str = "state dict"):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
         if mismatched:
             first = mismatched[0][1]
@@ -180,7 +181,7 @@ class StateDictMismatchError(ValueError):
         else:
             first = f"{unexpected[0]} has no place in the model"
         summary = (
-            f"state dict does not match the {target}: {first} ({len(mismatched)} mismatched, "
+            f"{source} does not match the {target}: {first} ({len(mismatched)} mismatched, "
             f"{len(missing)} missing, {len(unexpected)} unexpected keys; check that the "
             "weights and the config are of the same variant)"
         )
@@ -207,7 +208,7 @@ def state_dict_to_keras(state_dict, model, source: str = "state dict") -> LoadRe
     loaded into the classifier leaves ``Logits`` at its initialization (with a warning).
     Nothing is assigned unless everything matches (``StateDictMismatchError``, a ValueError).
     """
-    sd = _numpy_state_dict(state_dict)
+    sd = _numpy_state_dict(state_dict, source)
     with_head = _has_head(model)
     _check_unfused(model)
     src_prefixed = any(k.startswith(PREFIX) for k in sd)
@@ -232,16 +233,20 @@ def state_dict_to_keras(state_dict, model, source: str = "state dict") -> LoadRe
                                     f"model needs {row.hf_shape}"))
         elif not np.issubdtype(arr.dtype, np.floating):
             mismatched.append((key, f"{key} is {arr.dtype}, not a floating-point tensor"))
+        elif not np.isfinite(arr.astype(np.float32)).all():  # also catches float32 overflow
+            mismatched.append((key, f"{key} holds NaN or infinite values (a diverged or "
+                                    "corrupt checkpoint)"))
         else:
             values[row.keras_path] = TRANSFORMS[row.transform].to_keras(arr)
     unexpected = [k for k in sd if k not in expected and k not in report.dropped]
     if missing or mismatched or unexpected:
-        raise StateDictMismatchError(_describe(model), missing, unexpected, mismatched)
+        raise StateDictMismatchError(_describe(model), missing, unexpected, mismatched,
+                                     source=source)
 
     variables = {v.path: v for v in model.weights}
     not_set = sorted(set(variables) - set(values))
     if not_set and not (with_head and not src_prefixed):
-        raise ValueError(f"model variables the state dict does not set: {', '.join(not_set)}")
+        raise ValueError(f"{source} does not set the model variables {', '.join(not_set)}")
     for path, value in values.items():
         var = variables[path]
         var.assign(value.astype(var.dtype))
@@ -331,6 +336,8 @@ def _load_safetensors(path: str) -> dict:
 
 def _load_bin(path: str) -> dict:
     torch = _import_torch()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
     # weights_only=True: a .bin is a pickle, and only plain tensors may come out of it.
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -340,21 +347,40 @@ def _load_bin(path: str) -> dict:
             "besides tensors, which torch.load(weights_only=True) refuses); re-save it as "
             "safetensors"
         ) from None
-    except (RuntimeError, EOFError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - malformed bytes raise EOFError, KeyError, OSError...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read {path} as a PyTorch state dict: {first}") from None
+        raise ValueError(f"cannot read {path} as a PyTorch state dict ({first}); it is "
+                         "truncated or corrupt") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"{path} holds a {type(data).__name__}, not a state dict")
     return dict(data)
 
 
+def _shard_files(index_path: str) -> list[str]:
+    """The shard files a ``*.index.json`` names, each a plain file name in its directory."""
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            weight_map = json.load(f).get("weight_map")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"cannot read {index_path} as a sharded-weights index: {e}") from None
+    if not isinstance(weight_map, dict) or not weight_map \
+            or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index_path} has no weight_map of tensor names to shard files")
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        # A shard is a sibling file; an index must not point the reader anywhere else.
+        if shard != os.path.basename(shard) or shard in ("", ".", "..") \
+                or not shard.endswith((".safetensors", ".bin")):
+            raise ValueError(f"{index_path} names the shard {shard!r}; shards must be "
+                             ".safetensors or .bin files in the same directory")
+    return [os.path.join(os.path.dirname(index_path), shard) for shard in shards]
+
+
 def _load_weights_file(path: str) -> dict:
     if path.endswith(".index.json"):
-        with open(path, encoding="utf-8") as f:
-            weight_map = json.load(f).get("weight_map", {})
         merged = {}
-        for shard in sorted(set(weight_map.values())):
-            merged.update(_load_weights_file(os.path.join(os.path.dirname(path), shard)))
+        for shard in _shard_files(path):
+            merged.update(_load_weights_file(shard))
         return merged
     if path.endswith(".safetensors"):
         return _load_safetensors(path)
@@ -379,9 +405,9 @@ def _config_from_hf(data: dict, overrides: dict) -> MobileNetV1Config:
     data = dict(data)
     size = data.get("image_size")
     if isinstance(size, (list, tuple)):
-        if len(set(size)) != 1:
+        if not size or any(v != size[0] for v in size):
             raise ValueError(f"only square image_size is supported, got {size}")
-        data["image_size"] = int(size[0])
+        data["image_size"] = size[0]  # the config checks that it is an integer
     return MobileNetV1Config.from_dict(data, **overrides)
 
 
@@ -434,14 +460,41 @@ def load_hf(path_or_state_dict, cls=MobileNetV1ForImageClassification, **config_
     from the shapes (``infer_config``); ``config_overrides`` (and ``input_shape``) win."""
     input_shape = config_overrides.pop("input_shape", None)
     state_dict, hf_config, source = _read_source(path_or_state_dict)
-    state_dict = _numpy_state_dict(state_dict)
+    state_dict = _numpy_state_dict(state_dict, source)
+    try:
+        if hf_config is not None:
+            config = _config_from_hf(hf_config, config_overrides)
+        else:
+            config = infer_config(state_dict, **config_overrides)
+    except ValueError as e:
+        if source == "state dict":
+            raise
+        where = f"{source} (config.json)" if hf_config is not None else source
+        raise ValueError(f"{where}: {e}") from None
     if hf_config is not None:
-        config = _config_from_hf(hf_config, config_overrides)
-    else:
-        config = infer_config(state_dict, **config_overrides)
+        # config.json is taken on trust only as far as the tensors agree with it: check the
+        # shapes before building, so an absurd (or wrong) config allocates nothing.
+        _check_shapes_against(state_dict, config, source,
+                              head=issubclass(cls, MobileNetV1ForImageClassification))
     model = cls(config, input_shape=input_shape)
     state_dict_to_keras(state_dict, model, source=source)
     return model
+
+
+def _check_shapes_against(state_dict: dict, config: MobileNetV1Config, source: str,
+                          head: bool) -> None:
+    """Raise ``StateDictMismatchError`` when present tensors disagree with ``config``'s shapes
+    (the classifier's only when ``head``: a backbone leaves it out anyway)."""
+    prefixed = any(k.startswith(PREFIX) for k in state_dict)
+    rows = [r for r in hf_table(config, with_head=prefixed) if r.keras_path is not None
+            and (head or not r.hf_key.startswith(CLASSIFIER + "."))]
+    mismatched = [(r.hf_key, f"{r.hf_key} has shape {_shape(state_dict[r.hf_key])} in "
+                             f"{source} but its config ({config.variant}) needs {r.hf_shape}")
+                  for r in rows if r.hf_key in state_dict
+                  and _shape(state_dict[r.hf_key]) != r.hf_shape]
+    if mismatched:
+        raise StateDictMismatchError(f"{config.variant} config in its config.json", [], [],
+                                     mismatched, source=source)
 
 
 # ----- writing HF files -----

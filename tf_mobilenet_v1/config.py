@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from .architecture import VALID_OUTPUT_STRIDES
@@ -58,16 +61,26 @@ class MobileNetV1Config:
         if self.id2label is None:
             self.id2label = default_id2label(self.num_labels)
         else:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            self.id2label = _checked_id2label(self.id2label)
             if len(self.id2label) != self.num_labels:
                 raise ValueError(
                     f"id2label has {len(self.id2label)} entries but num_labels is "
                     f"{self.num_labels}; pass matching num_labels and id2label"
                 )
+            if set(self.id2label) != set(range(self.num_labels)):
+                raise ValueError(f"MobileNetV1Config: id2label keys must be 0.."
+                                 f"{self.num_labels - 1}, got {_sample(sorted(self.id2label))}")
+        if self.label2id is not None and not isinstance(self.label2id, Mapping):
+            raise ValueError(f"MobileNetV1Config: label2id must be a mapping of names to ids, "
+                             f"got a {type(self.label2id).__name__}")
         if self.label2id is None or len(self.label2id) != self.num_labels:
             self.label2id = {v: k for k, v in self.id2label.items()}
         else:
-            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            try:
+                self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            except (TypeError, ValueError):
+                raise ValueError("MobileNetV1Config: label2id values must be integer ids, got "
+                                 f"{_sample(list(self.label2id.values()))}") from None
         if self.classifier_dropout_prob > 0.5:
             warnings.warn(
                 f"classifier_dropout_prob={self.classifier_dropout_prob} drops most features "
@@ -80,9 +93,21 @@ class MobileNetV1Config:
         def bad(msg):
             raise ValueError(f"MobileNetV1Config: {msg}")
 
-        if not isinstance(self.depth_multiplier, (int, float)) or not (
-            0 < self.depth_multiplier <= MAX_DEPTH_MULTIPLIER
-        ):
+        # Types first: a JSON config may hold strings, booleans or nulls anywhere, and a
+        # comparison with those would raise TypeError instead of saying what is wrong.
+        for name in ("num_channels", "image_size", "min_depth", "num_labels"):
+            if isinstance(getattr(self, name), bool):
+                bad(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("tf_padding", "global_pool", "output_hidden_states"):
+            if not isinstance(getattr(self, name), bool):
+                bad(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("depth_multiplier", "classifier_dropout_prob", "initializer_range",
+                     "layer_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not math.isfinite(value):
+                bad(f"{name} must be a finite number, got {value!r}")
+        if not 0 < self.depth_multiplier <= MAX_DEPTH_MULTIPLIER:
             bad(f"depth_multiplier must be in (0, {MAX_DEPTH_MULTIPLIER:g}], got "
                 f"{self.depth_multiplier!r} (official values: 0.25, 0.5, 0.75, 1.0)")
         self.depth_multiplier = float(self.depth_multiplier)
@@ -104,6 +129,11 @@ class MobileNetV1Config:
             bad(f"classifier_dropout_prob must be in [0, 1), got {self.classifier_dropout_prob}")
         if not self.layer_norm_eps > 0:
             bad(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
+        if not self.initializer_range >= 0:
+            bad(f"initializer_range must not be negative, got {self.initializer_range}")
+        if self.id2label is not None and not isinstance(self.id2label, Mapping):
+            bad(f"id2label must be a mapping of ids to names, got a "
+                f"{type(self.id2label).__name__}")
 
     # ----- dict / JSON -----
     def to_dict(self) -> dict[str, Any]:
@@ -121,11 +151,13 @@ class MobileNetV1Config:
             warnings.warn(f"MobileNetV1Config ignores unknown keys: {sorted(unknown)}",
                           stacklevel=2)
         kwargs = {k: v for k, v in data.items() if k in names}
-        if "id2label" in kwargs and "num_labels" not in kwargs and kwargs["id2label"]:
+        if "num_labels" not in kwargs and isinstance(kwargs.get("id2label"), Mapping) \
+                and kwargs["id2label"]:
             kwargs["num_labels"] = len(kwargs["id2label"])
         if "num_labels" in overrides and "id2label" not in overrides:
             old = kwargs.get("id2label")
-            if old is not None and len(old) != overrides["num_labels"]:
+            if old is not None and (not isinstance(old, Mapping)
+                                    or len(old) != overrides["num_labels"]):
                 kwargs.pop("id2label", None)
                 kwargs.pop("label2id", None)
         return cls(**kwargs)
@@ -168,3 +200,25 @@ class MobileNetV1Config:
                 "e.g. mobilenet_v1_0.75_192"
             ) from None
         return cls(**{"depth_multiplier": alpha, "image_size": res, **overrides})
+
+
+def _sample(items, n: int = 3) -> str:
+    shown = ", ".join(repr(x) for x in list(items)[:n])
+    return f"[{shown}{', ...' if len(items) > n else ''}]"
+
+
+def _checked_id2label(id2label: Mapping) -> dict[int, str]:
+    """``{int id: name}`` from a mapping whose keys may be JSON strings (``"0"``)."""
+    out = {}
+    for k, v in id2label.items():
+        try:
+            key = int(k)
+        except (TypeError, ValueError):
+            key = None
+        if key is None or isinstance(k, bool) or isinstance(k, float) and k != key:
+            raise ValueError(f"MobileNetV1Config: id2label keys must be integer ids, got {k!r}")
+        if not isinstance(v, (str, int)) or isinstance(v, bool):
+            raise ValueError(f"MobileNetV1Config: id2label names must be strings, got {v!r} "
+                             f"for id {k!r}")
+        out[key] = str(v)
+    return out

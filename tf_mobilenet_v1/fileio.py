@@ -12,8 +12,13 @@ from collections.abc import Iterator
 def check_writable(dst: str | os.PathLike, force: bool = False) -> str:
     """Refuse to replace an existing output unless ``force``; return ``dst`` as a string."""
     dst = os.fspath(dst)
+    if not dst.strip():
+        raise ValueError("the output path is empty; name a file or directory to write")
     if os.path.lexists(dst) and not force:
         raise FileExistsError(f"{dst} already exists; pass force=True (CLI: --force) to replace it")
+    if os.path.exists(dst) and not (os.path.isfile(dst) or os.path.isdir(dst)):
+        # --force replaces outputs, never a device, pipe or socket (think /dev/null as root).
+        raise FileExistsError(f"{dst} is not a regular file or directory; write elsewhere")
     parent = os.path.dirname(os.path.abspath(dst))
     os.makedirs(parent, exist_ok=True)
     return dst
@@ -28,9 +33,15 @@ def atomic_output(dst: str | os.PathLike, force: bool = False, directory: bool =
     untouched. ``suffix`` keeps an extension that a writer insists on (e.g. ``.keras``).
     """
     dst = check_writable(dst, force)
+    if not directory and os.path.isdir(dst) and not os.path.islink(dst):
+        raise IsADirectoryError(f"{dst} is a directory; a file cannot replace it, even with "
+                                "--force (remove it first, or write elsewhere)")
     parent = os.path.dirname(os.path.abspath(dst))
     base = os.path.basename(dst.rstrip(os.sep)) or "output"
-    tmp_dir = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+    try:
+        tmp_dir = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {dst}: {e.strerror} in {parent}") from None
     tmp = tmp_dir if directory else os.path.join(tmp_dir, "out" + suffix)
     try:
         yield tmp

@@ -7,6 +7,8 @@ running the graph.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Last name parts of slim variables; such a Const is a weight even without a /read node.
@@ -15,6 +17,10 @@ VARIABLE_LEAVES = frozenset({
     "min", "max", "ExponentialMovingAverage",
 })
 _VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
+# A Const may declare any shape with a single value that make_ndarray repeats to fill it; no
+# MobileNet V1 tensor comes near this many elements (the largest, 16x's last pointwise, is
+# 2**28), so a bigger declared shape is refused before anything is allocated.
+MAX_CONST_ELEMENTS = 2**28
 
 
 def _node_input_name(name: str) -> str:
@@ -49,7 +55,16 @@ def read_frozen_graph(data: bytes, source: str) -> tuple[dict[str, np.ndarray], 
     for n in nodes:
         if n.op == "Const" and (n.name in read_targets
                                 or n.name.rsplit("/", 1)[-1] in VARIABLE_LEAVES):
-            tensors[n.name] = np.asarray(tf.make_ndarray(n.attr["value"].tensor))
+            proto = n.attr["value"].tensor
+            dims = [d.size for d in proto.tensor_shape.dim]
+            if any(d < 0 for d in dims) or math.prod(dims) > MAX_CONST_ELEMENTS:
+                raise ValueError(f"{source}: constant {n.name} declares the shape {dims}, which "
+                                 "no MobileNet V1 weight has; the graph is corrupt or crafted")
+            try:
+                tensors[n.name] = np.asarray(tf.make_ndarray(proto))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{source}: constant {n.name} is malformed ({e}); the graph is "
+                                 "corrupt") from None
     return tensors, _input_resolution(nodes)
 
 

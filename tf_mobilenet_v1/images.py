@@ -9,6 +9,7 @@ go through Pillow's conversions. Errors are ``ValueError``s that name the file.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
@@ -22,6 +23,12 @@ IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".webp", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm",
 })
+
+# Pillow logs some damage at ERROR level (e.g. a TIFF's "More samples per pixel than can be
+# decoded"), which Python's last-resort handler prints raw to stderr when the application has
+# configured no logging. We report such files ourselves; an application that configures
+# logging still receives these records through propagation.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 # ``warnings.catch_warnings`` swaps a process-wide filter list; serialize it between the
 # decoding threads of a tf.data pipeline. Only header parsing runs under the lock.
@@ -84,8 +91,16 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     path = os.fspath(path)
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
+            # Damaged headers make plugins warn ("Truncated File Read"...); such an image then
+            # decodes or fails below with a clear error, so only the bomb warning matters.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(path)
+            try:
+                im.seek(0)  # first frame of GIF / WebP / TIFF sequences (TIFF re-reads tags)
+            except BaseException:
+                im.close()
+                raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ValueError(_bomb_message(path, e)) from None
     except FileNotFoundError:
@@ -99,10 +114,11 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
     try:
         with im:
-            im.seek(0)  # first frame of GIF / WebP / TIFF sequences
             im.load()  # decode now, so truncated or corrupt data fails here
             try:
-                return ImageOps.exif_transpose(im)
+                with _OPEN_LOCK, warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like
+                    return ImageOps.exif_transpose(im)
             except Exception:  # noqa: BLE001 - a malformed EXIF block must not lose the pixels
                 return im.copy()
     except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error...
@@ -123,11 +139,14 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
         a = np.asarray(im).astype(np.float64)
         return _gray_to_rgb(np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8))
     if mode == "F":
-        a = np.asarray(im).astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a signalling NaN warns when widened
+            a = np.asarray(im).astype(np.float64)
         a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
         if a.size and a.max() <= 1.0:
             a = a * 255.0
         return _gray_to_rgb(np.clip(np.round(a), 0, 255).astype(np.uint8))
+    if mode == "La":
+        im = im.convert("LA")  # Pillow converts premultiplied La to nothing but LA
     if "A" in im.getbands() or "a" in im.getbands() or im.info.get("transparency") is not None:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

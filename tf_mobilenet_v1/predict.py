@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -126,9 +127,27 @@ class _Counter:
         self.stream.write(f"\rclassified {self.n}/{self.total} images")
         self.stream.flush()
 
+    def write(self, text: str, file, end: str = "\n"):
+        """Print ``text`` above the counter line, then redraw the counter."""
+        self.stream.write("\r\033[K")
+        self.stream.flush()
+        file.write(text + end)
+        file.flush()
+        self.stream.write(f"\rclassified {self.n}/{self.total} images")
+        self.stream.flush()
+
     def close(self):
         self.stream.write("\n")
         self.stream.flush()
+
+
+def _emit(bar, text: str, file, end: str = "\n") -> None:
+    """Write a line; with a progress bar on screen, above it (the bar is redrawn below)."""
+    if bar is None:
+        file.write(text + end)
+        file.flush()
+    else:
+        bar.write(text, file=file, end=end)
 
 
 def _progress_bar(total: int, batch_size: int, stream):
@@ -186,16 +205,19 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
     bar = _progress_bar(len(paths), batch_size, err)
     results, failed = [], 0
     try:
-        for result in classify(paths, model, processor, top_k=top_k, batch_size=batch_size,
-                               progress=bar):
-            if "error" in result:
-                failed += 1
-                print(f"mobilenet-v1: {result['error']}", file=err)
-            if json_output:
-                results.append(result)
-            else:
-                stream.write(_table(result))
-                stream.flush()
+        with warnings.catch_warnings():
+            # Pillow warns about damaged metadata from the decoding threads ("Truncated File
+            # Read"...); such a file is reported by us, as an error, or decodes fine.
+            warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+            for result in classify(paths, model, processor, top_k=top_k,
+                                   batch_size=batch_size, progress=bar):
+                if "error" in result:
+                    failed += 1
+                    _emit(bar, f"mobilenet-v1: {result['error']}", err)
+                if json_output:
+                    results.append(result)
+                else:
+                    _emit(bar, _table(result), stream, end="")
     finally:
         if bar is not None:
             bar.close()

@@ -49,7 +49,7 @@ def _size_dict(size, name: str, allow_shortest: bool) -> dict[str, int]:
         d = {"shortest_edge": int(size)} if allow_shortest else \
             {"height": int(size), "width": int(size)}
     elif isinstance(size, (tuple, list)) and len(size) == 2:
-        d = {"height": int(size[0]), "width": int(size[1])}
+        d = {"height": size[0], "width": size[1]}  # checked to be integers below
     elif isinstance(size, dict):
         d = {k: v for k, v in size.items() if v is not None}
     else:
@@ -63,7 +63,14 @@ def _size_dict(size, name: str, allow_shortest: bool) -> dict[str, int]:
     if any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1
            for v in d.values()):
         raise ValueError(f"{name} values must be positive integers, got {size!r}")
-    return {k: int(v) for k, v in d.items()}
+    d = {k: int(v) for k, v in d.items()}
+    # Outputs are at least this big; refuse what Pillow would refuse as a decompression bomb
+    # (a preprocessor_config.json is as untrusted as the weights beside it).
+    area = d["shortest_edge"] ** 2 if "shortest_edge" in d else d["height"] * d["width"]
+    if area > Image.MAX_IMAGE_PIXELS:
+        raise ValueError(f"{name} {size!r} asks for images of more than "
+                         f"PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS} pixels")
+    return d
 
 
 def _resample(value) -> int:
@@ -136,6 +143,9 @@ def _as_list(images) -> list:
         return [images]
     if hasattr(images, "shape") and len(images.shape) == 4:
         return list(np.asarray(images))
+    if hasattr(images, "shape"):
+        raise ValueError(f"expected one image (H, W[, C]) or a batch (N, H, W, C), got an array "
+                         f"of shape {tuple(images.shape)}")
     if isinstance(images, (list, tuple)):
         if not images:
             raise ValueError("no images given")
@@ -293,6 +303,13 @@ class MobileNetV1ImageProcessor:
             size = o["size"]
             new = shortest_edge_size(h, w, size["shortest_edge"]) if "shortest_edge" in size \
                 else (size["height"], size["width"])
+            if new[0] * new[1] > Image.MAX_IMAGE_PIXELS:
+                # A thin strip (say 1 x 100000) would be scaled to hundreds of millions of
+                # pixels by the shortest-edge rule: refuse it as Pillow refuses such files.
+                raise ValueError(
+                    f"resizing a {w}x{h} image to {new[1]}x{new[0]} exceeds Pillow's limit of "
+                    f"{Image.MAX_IMAGE_PIXELS} pixels (PIL.Image.MAX_IMAGE_PIXELS); crop it to "
+                    "a less extreme aspect ratio first")
             if new != (h, w):
                 resized = Image.fromarray(rgb).resize((new[1], new[0]), resample=o["resample"])
                 rgb = np.asarray(resized)

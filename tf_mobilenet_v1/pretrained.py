@@ -71,11 +71,19 @@ def _model_source(model, description: str) -> _Source:
 
 
 def _load_keras_file(path: str):
+    import zipfile
+
     import keras
 
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a .keras archive (not a zip file: truncated, corrupt or "
+                         "another format); pass a .keras file saved by this package")
+    _check_keras_archive(path)
     try:
-        model = keras.saving.load_model(path)
-    except (ValueError, OSError, TypeError, KeyError) as e:
+        # safe_mode (the default, spelled out): a Lambda layer's pickled bytecode is refused.
+        model = keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, OSError, TypeError, KeyError, RuntimeError, EOFError,
+            zipfile.BadZipFile) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load Keras file {path} ({first}); pass a .keras file saved "
                          "by this package") from None
@@ -83,6 +91,53 @@ def _load_keras_file(path: str):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a MobileNet V1 model; "
                          "pass a MobileNet V1 .keras file")
     return model
+
+
+_KERAS_CLASSES = {cls.__name__: cls
+                  for cls in (MobileNetV1Model, MobileNetV1ForImageClassification)}
+
+
+def _check_keras_archive(path: str) -> None:
+    """Refuse, before Keras builds (allocates) anything, a ``.keras`` archive that does not hold
+    one of our models or whose config needs more weights than the archive stores."""
+    import json
+    import zipfile
+
+    from .architecture import layer_specs
+
+    def bad(why: str):
+        raise ValueError(f"{path} {why}; pass a .keras file saved by this package")
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            stored = zf.getinfo("model.weights.h5").file_size
+            data = json.loads(zf.read("config.json"))
+    except KeyError:
+        bad("lacks config.json or model.weights.h5, so it is no Keras model archive")
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:  # ValueError: bad JSON
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        bad(f"is a corrupt .keras archive ({first})")
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        bad("has a config.json that describes no Keras model")
+    name = data.get("class_name")
+    if name not in _KERAS_CLASSES or data.get("module") != _KERAS_CLASSES[name].__module__:
+        bad(f"holds a {data.get('module')}.{name}, not a MobileNet V1 model")
+    fields = {k: v for k, v in data["config"].items() if k in _CONFIG_FIELDS}
+    try:
+        config = MobileNetV1Config(**fields)
+    except (TypeError, ValueError) as e:
+        bad(f"has an invalid config ({e})")
+    specs = layer_specs(config.depth_multiplier, config.min_depth, config.output_stride,
+                        config.num_channels)
+    # Kernels alone (float32) are a lower bound on what the weights file must store.
+    kernels = sum(s.kernel * s.kernel * s.in_channels * (1 if s.kind == "depthwise"
+                                                         else s.out_channels) for s in specs)
+    if name == MobileNetV1ForImageClassification.__name__:
+        kernels += specs[-1].out_channels * config.num_labels
+    if 4 * kernels > stored:
+        bad(f"declares a {config.variant} model ({config.num_labels} labels) whose weights "
+            f"need at least {4 * kernels:,} bytes, but it stores {stored:,}; it is corrupt or "
+            "crafted")
 
 
 def _h5_layout(path: str) -> dict[str, tuple[int, ...]]:
@@ -93,7 +148,7 @@ def _h5_layout(path: str) -> dict[str, tuple[int, ...]]:
         with h5py.File(path, "r") as f:
             f.visititems(lambda n, o: shapes.__setitem__(n, tuple(o.shape))
                          if isinstance(o, h5py.Dataset) else None)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # h5py: RuntimeError on a corrupt object header
         raise ValueError(f"{path} is not a readable HDF5 weights file ({e}); pass a "
                          ".weights.h5 written by model.save_weights") from None
     return shapes
@@ -130,7 +185,7 @@ def _weights_h5_source(path: str, overrides: dict) -> _Source:
     model = cls(config, fuse_batchnorm=fused)
     try:
         model.load_weights(path)
-    except (ValueError, OSError, KeyError) as e:
+    except (ValueError, OSError, KeyError, RuntimeError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load {path} into a {config.variant} model ({first}); pass "
                          "the config fields it was saved with") from None
@@ -148,28 +203,53 @@ def _is_hf(path: str) -> bool:
     return path.endswith((".safetensors", ".bin")) and os.path.isfile(path)
 
 
+def _hf_tensor_names(path: str) -> list[str]:
+    """Tensor names of a ``.safetensors`` / ``.bin`` file or a sharded ``*.index.json``; a
+    corrupt or unsafe file raises ``ValueError`` naming it."""
+    import json
+
+    if path.endswith(".index.json"):  # sharded: the index lists every tensor name
+        try:
+            with open(path, encoding="utf-8") as f:
+                return list(json.load(f)["weight_map"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"cannot read {path} as a sharded-weights index ({e})") from None
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(path, framework="numpy") as f:  # reads the header only
+                return list(f.keys())
+        except SafetensorError as e:
+            raise ValueError(f"cannot read {path} as safetensors ({e})") from None
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("reading a .bin state dict needs torch: pip install torch") from None
+    import pickle
+
+    try:
+        # weights_only=True: a .bin is a pickle, and only plain tensors may come out of it.
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} is not a plain PyTorch state dict (it is corrupt or holds Python "
+                         "objects besides tensors, which torch.load(weights_only=True) refuses); "
+                         "re-save it as safetensors") from None
+    except Exception as e:  # noqa: BLE001 - malformed bytes raise EOFError, KeyError, OSError...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read {path} as a PyTorch state dict ({first}); it is "
+                         "truncated or corrupt") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a state dict")
+    return [str(k) for k in data]
+
+
 def _hf_has_head(path: str) -> bool:
     """Whether a Hugging Face checkpoint holds ``classifier.weight``."""
     if os.path.isdir(path):
         path = next(os.path.join(path, f) for f in _HF_WEIGHT_FILES
                     if os.path.isfile(os.path.join(path, f)))
-    if path.endswith(".index.json"):  # sharded: the index lists every tensor name
-        import json
-
-        with open(path, encoding="utf-8") as f:
-            keys = list(json.load(f).get("weight_map", {}))
-    elif path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="numpy") as f:
-            keys = list(f.keys())
-    else:
-        try:
-            import torch
-        except ImportError:
-            raise ImportError("reading a .bin state dict needs torch: pip install torch") from None
-        keys = list(torch.load(path, map_location="cpu", weights_only=True))
-    return any(k.endswith("classifier.weight") for k in keys)
+    return any(k.endswith("classifier.weight") for k in _hf_tensor_names(path))
 
 
 def _load_hf(path: str, cls, config_overrides: dict, model_kwargs: dict):

@@ -241,7 +241,11 @@ def select_weights(raw: dict[str, np.ndarray], source: str, use_ema: bool = Fals
             value = raw[name]
         if not np.issubdtype(value.dtype, np.floating):
             raise ValueError(f"{name} in {source} has dtype {value.dtype}, expected float")
-        tensors[name] = value.astype(np.float32, copy=False)
+        value = value.astype(np.float32, copy=False)
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} in {source} holds NaN or infinite values; the checkpoint "
+                             "is corrupt or from a diverged training run")
+        tensors[name] = value
     if use_ema and not ema_used:
         warnings.warn(f"use_ema=True but {source} has no ExponentialMovingAverage shadows; "
                       "loaded the raw weights", stacklevel=3)

@@ -17,6 +17,9 @@ import zlib
 import numpy as np
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
+# Members are read into memory; the largest real one (1.0_224 with optimizer slots) is under
+# 100 MB, so a member claiming more than this is a corrupt or crafted archive (a "tar bomb").
+MAX_MEMBER_BYTES = 1 << 30
 
 
 def _fail(path: str, err: Exception):
@@ -69,6 +72,13 @@ def read_tarball(path: str) -> tuple[dict[str, np.ndarray], int | None, str]:
             members = {m.name: m for m in tar.getmembers() if m.isfile()}
             kind, name = find_model_members(sorted(members), path)
             desc = f"{path}:{name}"
+            wanted = [m for n, m in members.items() if n == name or n == name + ".index"
+                      or n.startswith(name + ".data-")]
+            for m in wanted:
+                if m.size > MAX_MEMBER_BYTES:
+                    raise ValueError(f"{path}: member {m.name} claims {m.size:,} bytes, more "
+                                     "than any MobileNet V1 file; the archive is corrupt or "
+                                     "crafted")
             if kind == "graph":
                 tensors, resolution = read_frozen_graph(tar.extractfile(members[name]).read(),
                                                         desc)
