@@ -387,6 +387,43 @@ def _load_weights_file(path: str) -> dict:
     return _load_bin(path)
 
 
+def _weights_file(path: str) -> str:
+    """The weights file of an HF directory (the first of ``WEIGHT_FILES`` present), or ``path``."""
+    if not os.path.isdir(path):
+        return path
+    found = next((os.path.join(path, n) for n in WEIGHT_FILES
+                  if os.path.isfile(os.path.join(path, n))), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"{path} is not a Hugging Face model directory: it has none of "
+            f"{', '.join(WEIGHT_FILES)}"
+        )
+    return found
+
+
+def tensor_names(path: str) -> list[str]:
+    """Tensor names of an HF directory or weights file; ``.safetensors`` reads the header only."""
+    path = _weights_file(os.fspath(path))
+    if path.endswith(".index.json"):
+        _shard_files(path)  # validates the index
+        with open(path, encoding="utf-8") as f:
+            return list(json.load(f)["weight_map"])
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(path, framework="numpy") as f:
+                return list(f.keys())
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"cannot read {path} as safetensors: {e}") from None
+    return [str(k) for k in _load_bin(path)]
+
+
+def has_classifier(path: str) -> bool:
+    """Whether an HF directory or weights file holds ``classifier.weight``."""
+    return any(k.endswith(f"{CLASSIFIER}.weight") for k in tensor_names(path))
+
+
 def _read_hf_config(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -417,13 +454,7 @@ def _read_source(src) -> tuple[dict, dict | None, str]:
         return dict(src), None, "state dict"
     path = os.fspath(src)
     if os.path.isdir(path):
-        weights = next((os.path.join(path, n) for n in WEIGHT_FILES
-                        if os.path.isfile(os.path.join(path, n))), None)
-        if weights is None:
-            raise FileNotFoundError(
-                f"{path} is not a Hugging Face model directory: it has none of "
-                f"{', '.join(WEIGHT_FILES)}"
-            )
+        weights = _weights_file(path)
         config_path = os.path.join(path, CONFIG_NAME)
     elif path.endswith((".safetensors", ".bin")):
         if not os.path.isfile(path):

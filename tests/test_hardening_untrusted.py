@@ -531,4 +531,4 @@ def test_no_unsafe_loader_anywhere_in_the_package():
             if name.endswith("load_model"):
                 assert not (isinstance(kw.get("safe_mode"), ast.Constant)
                             and kw["safe_mode"].value is False), where
-    assert torch_loads >= 2  # the .bin reader and the has-a-head probe: the guard sees them
+    assert torch_loads >= 1  # the .bin reader (converters/hf.py): the guard sees it

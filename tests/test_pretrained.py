@@ -226,7 +226,11 @@ def test_hugging_face_sources_go_to_converters_hf(tmp_path, monkeypatch):
         calls.append((path, cls, overrides))
         return cls(depth_multiplier=0.25, image_size=32, **overrides)
 
-    monkeypatch.setitem(sys.modules, "converters.hf", types.SimpleNamespace(load_hf=load_hf))
+    import converters.hf as real
+
+    stub = types.SimpleNamespace(load_hf=load_hf, is_hf_source=real.is_hf_source,
+                                 has_classifier=real.has_classifier)
+    monkeypatch.setitem(sys.modules, "converters.hf", stub)
     from safetensors.numpy import save_file
 
     hf_dir = tmp_path / "hf"

@@ -192,64 +192,10 @@ def _weights_h5_source(path: str, overrides: dict) -> _Source:
     return _model_source(model, path)
 
 
-_HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                    "pytorch_model.bin.index.json")
-
-
 def _is_hf(path: str) -> bool:
-    """A Hugging Face directory (holding HF weight files), ``.safetensors`` or ``.bin``."""
-    if os.path.isdir(path):
-        return any(os.path.isfile(os.path.join(path, f)) for f in _HF_WEIGHT_FILES)
-    return path.endswith((".safetensors", ".bin")) and os.path.isfile(path)
+    from converters.hf import is_hf_source
 
-
-def _hf_tensor_names(path: str) -> list[str]:
-    """Tensor names of a ``.safetensors`` / ``.bin`` file or a sharded ``*.index.json``; a
-    corrupt or unsafe file raises ``ValueError`` naming it."""
-    import json
-
-    if path.endswith(".index.json"):  # sharded: the index lists every tensor name
-        try:
-            with open(path, encoding="utf-8") as f:
-                return list(json.load(f)["weight_map"])
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"cannot read {path} as a sharded-weights index ({e})") from None
-    if path.endswith(".safetensors"):
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(path, framework="numpy") as f:  # reads the header only
-                return list(f.keys())
-        except SafetensorError as e:
-            raise ValueError(f"cannot read {path} as safetensors ({e})") from None
-    try:
-        import torch
-    except ImportError:
-        raise ImportError("reading a .bin state dict needs torch: pip install torch") from None
-    import pickle
-
-    try:
-        # weights_only=True: a .bin is a pickle, and only plain tensors may come out of it.
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{path} is not a plain PyTorch state dict (it is corrupt or holds Python "
-                         "objects besides tensors, which torch.load(weights_only=True) refuses); "
-                         "re-save it as safetensors") from None
-    except Exception as e:  # noqa: BLE001 - malformed bytes raise EOFError, KeyError, OSError...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read {path} as a PyTorch state dict ({first}); it is "
-                         "truncated or corrupt") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a {type(data).__name__}, not a state dict")
-    return [str(k) for k in data]
-
-
-def _hf_has_head(path: str) -> bool:
-    """Whether a Hugging Face checkpoint holds ``classifier.weight``."""
-    if os.path.isdir(path):
-        path = next(os.path.join(path, f) for f in _HF_WEIGHT_FILES
-                    if os.path.isfile(os.path.join(path, f)))
-    return any(k.endswith("classifier.weight") for k in _hf_tensor_names(path))
+    return is_hf_source(path)
 
 
 def _load_hf(path: str, cls, config_overrides: dict, model_kwargs: dict):
@@ -418,7 +364,9 @@ def load_any(src, use_ema: bool = False):
     """Load any supported source as a classifier when it has a head, else as a backbone."""
     path, registry_name = _resolve(src)
     if _is_hf(path):
-        cls = MobileNetV1ForImageClassification if _hf_has_head(path) else MobileNetV1Model
+        from converters.hf import has_classifier
+
+        cls = MobileNetV1ForImageClassification if has_classifier(path) else MobileNetV1Model
         return load_pretrained(cls, path, use_ema=use_ema)
     _check_ema(path, use_ema)
     if path.endswith(".keras") and os.path.isfile(path):
