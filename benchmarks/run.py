@@ -266,20 +266,9 @@ def tflite_bytes(model, image_size: int) -> bytes:
 
 def randomize_keras(model, seed: int = 0):
     """Random non-trivial weights and BN statistics (no denormals, realistic activations)."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        shape, name = tuple(w.shape), w.path
-        if name.endswith("moving_variance"):
-            value = rng.uniform(0.5, 2.0, shape)
-        elif name.endswith("gamma"):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(("beta", "moving_mean", "bias")):
-            value = rng.normal(0, 0.2, shape)
-        else:
-            fan_in = shape[0] * shape[1] if "depthwise" in name else int(np.prod(shape[:-1]))
-            value = rng.normal(0, np.sqrt(2.0 / max(fan_in, 1)), shape)
-        w.assign(value.astype(np.float32))
-    return model
+    from tf_mobilenet_v1.random_weights import randomize
+
+    return randomize(model, seed)
 
 
 def randomize_torch(model, seed: int = 0):

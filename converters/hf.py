@@ -20,7 +20,7 @@ import numpy as np
 
 from tf_mobilenet_v1.architecture import CONV_DEFS, channels, layer_specs
 from tf_mobilenet_v1.config import MobileNetV1Config
-from tf_mobilenet_v1.fileio import atomic_output
+from tf_mobilenet_v1.fileio import atomic_output, read_json_object
 from tf_mobilenet_v1.models import MobileNetV1ForImageClassification, MobileNetV1Model
 
 from .hf_names import (
@@ -425,13 +425,7 @@ def has_classifier(path: str) -> bool:
 
 
 def _read_hf_config(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+    data = read_json_object(path, "config")
     model_type = data.get("model_type", MODEL_TYPE)
     if model_type != MODEL_TYPE:
         raise ValueError(f"{path} is for model_type {model_type!r}, not {MODEL_TYPE!r}")

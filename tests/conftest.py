@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from tf_mobilenet_v1.random_weights import randomize  # noqa: F401 (re-exported for tests)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -27,27 +28,6 @@ def fixture_path(*parts: str) -> Path:
 @pytest.fixture
 def fixtures() -> Path:
     return fixture_path()
-
-
-def randomize(model, seed: int = 0):
-    """Give every weight (BN statistics included) random, non-trivial values, in place."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        shape = tuple(w.shape)
-        name = w.path
-        if name.endswith("moving_variance"):
-            value = rng.uniform(0.5, 2.0, shape)
-        elif name.endswith("gamma"):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(("beta", "moving_mean", "bias")):
-            value = rng.normal(0, 0.2, shape)
-        else:
-            fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-            if "depthwise" in name:
-                fan_in = shape[0] * shape[1]
-            value = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
-        w.assign(value.astype(np.float32))
-    return model
 
 
 def require_module(name: str):

@@ -167,14 +167,9 @@ class MobileNetV1Config:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides) -> MobileNetV1Config:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read config {path}: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"config {path} must hold a JSON object")
-        return cls.from_dict(data, **overrides)
+        from .fileio import read_json_object
+
+        return cls.from_dict(read_json_object(path, "config"), **overrides)
 
     def replace(self, **changes) -> MobileNetV1Config:
         """A copy with some fields changed (a new ``num_labels`` resets the label names)."""

@@ -60,3 +60,17 @@ def atomic_output(dst: str | os.PathLike, force: bool = False, directory: bool =
             os.replace(tmp, dst)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def read_json_object(path: str | os.PathLike, what: str = "config") -> dict:
+    """Read a JSON file that must hold an object; any problem is one ``ValueError`` naming it."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {what} {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object")
+    return data

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Sequence
 
@@ -241,14 +240,9 @@ class MobileNetV1ImageProcessor:
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "preprocessor_config.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read preprocessor config {path}: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"preprocessor config {path} must hold a JSON object")
-        return cls.from_dict(data, **kwargs)
+        from .fileio import read_json_object
+
+        return cls.from_dict(read_json_object(path, "preprocessor config"), **kwargs)
 
     def to_dict(self) -> dict:
         """HF ``preprocessor_config.json`` contents (transformers reads it back unchanged)."""
