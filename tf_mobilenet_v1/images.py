@@ -198,7 +198,7 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
         raise ValueError(f"unsupported image array dtype {a.dtype}; use uint8")
     if not np.all(np.isfinite(a)):
         raise ValueError("image array holds NaN or infinite values")
-    if np.issubdtype(a.dtype, np.floating) and not np.allclose(a, a.astype(np.int64)):
+    if np.issubdtype(a.dtype, np.floating) and not np.allclose(a, np.round(a)):
         if a.min() < 0 or a.max() > 1:
             raise ValueError(f"float image values must lie in [0, 1] or be whole numbers in "
                              f"[0, 255]; got [{a.min()}, {a.max()}]")
