@@ -26,3 +26,12 @@ def test_ci_runs_the_readme_test_command():
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     assert "pip install" in cmd and "pytest" in cmd
     assert "mobilenet-v1 predict" in (ROOT / "README.md").read_text()
+
+
+def test_info_reads_a_checkpoint_path(capsys):
+    from conftest import fixture_path
+
+    ckpt = fixture_path("slim_reference", "mobilenet_v1_0.5_160", "mobilenet_v1_0.5_160.ckpt.index")
+    assert main(["info", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "mobilenet_v1_0.5_160" in out and "1,332,105" in out

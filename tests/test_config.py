@@ -76,3 +76,11 @@ def test_variant_names():
     with pytest.raises(ValueError, match="unknown variant"):
         MobileNetV1Config.from_variant("resnet_50")
     json.dumps(c.to_dict())
+
+
+def test_label2id_follows_id2label():
+    c = MobileNetV1Config(num_labels=2, id2label={0: "cat", 1: "dog"})
+    assert c.replace(id2label={0: "a", 1: "b"}).label2id == {"a": 0, "b": 1}
+    foreign = MobileNetV1Config(num_labels=2, id2label={0: "cat", 1: "dog"},
+                                label2id={"x": 0, "y": 1})
+    assert foreign.label2id == {"cat": 0, "dog": 1}

@@ -47,3 +47,19 @@ def test_directory_output_replaced_whole(tmp_path):
             f.write("new")
     assert sorted(os.listdir(dst)) == ["new.txt"]
     assert os.listdir(tmp_path) == ["model_dir"]
+
+
+def test_outputs_get_umask_permissions(tmp_path):
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "d", directory=True) as tmp:
+            open(os.path.join(tmp, "x"), "w").close()
+        with atomic_output(tmp_path / "f.bin") as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tmp_path / "f.bin").st_mode) == 0o644

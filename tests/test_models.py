@@ -116,7 +116,11 @@ def test_classifier_outputs_logits_and_probabilities():
     assert (p.argmax(-1) == logits.argmax(-1)).all()
     top = decode_predictions(logits, top_k=2, id2label=m.config.id2label)
     assert top[0][0][0] == int(logits[0].argmax()) and top[0][0][1].startswith("LABEL_")
-    hs = MobileNetV1ForImageClassification(output_hidden_states=True, **TINY)(x)
+    with pytest.raises(ValueError, match="top_k"):
+        decode_predictions(logits, top_k=0)
+    hs_model = MobileNetV1ForImageClassification(output_hidden_states=True, **TINY)
+    assert len(hs_model.decode(hs_model.predict(x), top_k=1)) == 3  # dict outputs
+    hs = hs_model(x)
     assert set(hs) == {"logits", "hidden_states"} and len(hs["hidden_states"]) == 26
 
 

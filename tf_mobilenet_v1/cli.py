@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("info", help="print a variant's config, parameter count and MACs")
-    s.add_argument("variant", help="e.g. mobilenet_v1_0.75_192, or a checkpoint path")
+    s.add_argument("variant", help="e.g. mobilenet_v1_0.75_192, or a weights path (as --weights)")
     s.set_defaults(func=_info)
 
     s = sub.add_parser("predict", help="classify images (files or directories)")

@@ -81,6 +81,9 @@ class MobileNetV1Config:
             except (TypeError, ValueError):
                 raise ValueError("MobileNetV1Config: label2id values must be integer ids, got "
                                  f"{_sample(list(self.label2id.values()))}") from None
+            if any(self.id2label.get(i) != name for name, i in self.label2id.items()):
+                # label2id is derived data: a stale or foreign one is rebuilt from id2label.
+                self.label2id = {v: k for k, v in self.id2label.items()}
         if self.classifier_dropout_prob > 0.5:
             warnings.warn(
                 f"classifier_dropout_prob={self.classifier_dropout_prob} drops most features "

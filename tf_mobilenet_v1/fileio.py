@@ -24,6 +24,17 @@ def check_writable(dst: str | os.PathLike, force: bool = False) -> str:
     return dst
 
 
+def _apply_umask(path: str) -> None:
+    """Give a finished output the usual permissions (``mkdtemp`` and some writers use 0700 or
+    0600, which a server running as another user could not read)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    if os.path.isdir(path):
+        os.chmod(path, 0o777 & ~mask)
+    elif os.path.isfile(path):
+        os.chmod(path, 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_output(dst: str | os.PathLike, force: bool = False, directory: bool = False,
                   suffix: str = "") -> Iterator[str]:
@@ -45,6 +56,7 @@ def atomic_output(dst: str | os.PathLike, force: bool = False, directory: bool =
     tmp = tmp_dir if directory else os.path.join(tmp_dir, "out" + suffix)
     try:
         yield tmp
+        _apply_umask(tmp)
         if os.path.isdir(dst) and not os.path.islink(dst):
             # A directory cannot be atomically replaced: move the old one aside first.
             old = tempfile.mkdtemp(prefix=f".{base}.", suffix=".old", dir=parent)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 from .architecture import count_macs, count_params, layer_specs
 from .config import MobileNetV1Config
 
 
 def describe(variant: str | MobileNetV1Config) -> str:
-    """Human-readable summary of a variant name such as ``mobilenet_v1_0.75_192``."""
-    cfg = variant if isinstance(variant, MobileNetV1Config) else \
-        MobileNetV1Config.from_variant(variant)
+    """Summary of a variant name such as ``mobilenet_v1_0.75_192``, or of a weights path."""
+    if isinstance(variant, MobileNetV1Config):
+        cfg = variant
+    elif os.path.exists(variant) or os.path.exists(f"{variant}.index"):
+        from .pretrained import load_any
+
+        cfg = load_any(variant).config  # the weights' own config, not a guess from the name
+    else:
+        cfg = MobileNetV1Config.from_variant(variant)
     specs = layer_specs(cfg.depth_multiplier, cfg.min_depth, cfg.output_stride,
                         cfg.num_channels)
     fields = {k: v for k, v in cfg.to_dict().items() if k not in ("id2label", "label2id")}

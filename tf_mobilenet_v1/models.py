@@ -236,6 +236,10 @@ class MobileNetV1ForImageClassification(_MobileNetV1Base):
 
 def decode_predictions(logits, top_k: int = 5, id2label: dict[int, str] | None = None):
     """Top-k ``(index, label, probability)`` per row of (B, num_labels) logits."""
+    if isinstance(logits, dict):  # output_hidden_states=True
+        logits = logits["logits"]
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     logits = np.asarray(logits, np.float64)
     if logits.ndim != 2:
         raise ValueError(f"expected (batch, num_labels) logits, got shape {logits.shape}")

@@ -174,6 +174,10 @@ def _weights_h5_source(path: str, overrides: dict) -> _Source:
     hint = variant_from_path(path)
     if hint:
         fields["image_size"] = hint[1]
+    elif "image_size" not in overrides:
+        warnings.warn(f"{path} stores weights only: image size, labels and padding are unknown "
+                      "and default to 224, ImageNet and tf_padding=True; pass image_size=... "
+                      "(or save a .keras file, which keeps the config)", stacklevel=3)
     if head is not None:
         fields["num_labels"] = head[3]
     for key in ("min_depth", "output_stride", "hidden_act", "layer_norm_eps"):
