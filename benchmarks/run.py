@@ -50,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_mobilenet_v1.errors import first_line
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -567,7 +569,7 @@ def select(patterns: str | None) -> list[str]:
 
 
 def _why(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = first_line(e)
     return msg if isinstance(e, Unavailable) else f"{type(e).__name__}: {msg}"
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from tf_mobilenet_v1.architecture import CONV_DEFS, channels, layer_specs
 from tf_mobilenet_v1.config import MobileNetV1Config
+from tf_mobilenet_v1.errors import first_line
 from tf_mobilenet_v1.fileio import atomic_output, read_json_object
 from tf_mobilenet_v1.models import MobileNetV1ForImageClassification, MobileNetV1Model
 
@@ -348,7 +349,7 @@ def _load_bin(path: str) -> dict:
             "safetensors"
         ) from None
     except Exception as e:  # noqa: BLE001 - malformed bytes raise EOFError, KeyError, OSError...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ValueError(f"cannot read {path} as a PyTorch state dict ({first}); it is "
                          "truncated or corrupt") from None
     if not isinstance(data, Mapping):

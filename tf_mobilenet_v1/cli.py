@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from .errors import first_line
+
 DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224"
 
 
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
         print("mobilenet-v1: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, ImportError, KeyError, RuntimeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         print(f"mobilenet-v1: error: {msg}", file=sys.stderr)
         return 1
 

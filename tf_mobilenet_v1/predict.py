@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .architecture import LOGITS_NAME
+from .errors import first_line
 from .images import find_images
 from .models import decode_predictions
 
@@ -54,7 +55,7 @@ def _dataset(paths: Sequence[str], processor, size: tuple[int, int], batch_size:
                 raise ValueError(f"preprocessing gave shape {x.shape}, expected {blank.shape}")
             return x.astype(np.float32, copy=False), True
         except Exception as e:  # noqa: BLE001 - one bad image must not stop the others
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = first_line(e)
             errors[i] = msg if paths[i] in msg else f"cannot read image {paths[i]}: {msg}"
             return blank, False
 

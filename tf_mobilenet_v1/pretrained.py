@@ -20,6 +20,7 @@ import numpy as np
 
 from .architecture import LOGITS_NAME
 from .config import MobileNetV1Config
+from .errors import first_line
 from .models import MobileNetV1ForImageClassification, MobileNetV1Model
 from .slim_checkpoint import keras_weight_shapes
 
@@ -84,7 +85,7 @@ def _load_keras_file(path: str):
         model = keras.saving.load_model(path, safe_mode=True)
     except (ValueError, OSError, TypeError, KeyError, RuntimeError, EOFError,
             zipfile.BadZipFile) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ValueError(f"cannot load Keras file {path} ({first}); pass a .keras file saved "
                          "by this package") from None
     if not isinstance(model, (MobileNetV1Model, MobileNetV1ForImageClassification)):
@@ -115,7 +116,7 @@ def _check_keras_archive(path: str) -> None:
     except KeyError:
         bad("lacks config.json or model.weights.h5, so it is no Keras model archive")
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:  # ValueError: bad JSON
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         bad(f"is a corrupt .keras archive ({first})")
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         bad("has a config.json that describes no Keras model")
@@ -190,7 +191,7 @@ def _weights_h5_source(path: str, overrides: dict) -> _Source:
     try:
         model.load_weights(path)
     except (ValueError, OSError, KeyError, RuntimeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ValueError(f"cannot load {path} into a {config.variant} model ({first}); pass "
                          "the config fields it was saved with") from None
     return _model_source(model, path)

@@ -18,6 +18,8 @@ import hashlib
 import os
 import re
 
+from .errors import first_line
+
 BASE_URL = "http://download.tensorflow.org/models/mobilenet_v1_2018_08_02"
 CACHE_SUBDIR = "tf_mobilenet_v1"
 RESOLUTIONS = (224, 192, 160, 128)
@@ -146,7 +148,7 @@ def verify_download(entry: OfficialCheckpoint, path: str) -> None:
             members = sorted(m.name for m in tar.getmembers() if m.isfile())
         find_model_members(members, path)
     except (*_TAR_ERRORS, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ValueError(f"the cached download {path} is not a usable release tarball "
                          f"({first}); {delete}") from None
 
@@ -160,7 +162,7 @@ def download(name: str, cache_dir: str | None = None) -> str:
         path = keras.utils.get_file(fname=f"{entry.name}.tgz", origin=entry.url,
                                     cache_subdir=CACHE_SUBDIR, cache_dir=cache_dir)
     except Exception as e:  # keras wraps every network failure in a bare Exception
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise OSError(
             f"could not download {entry.name} from {entry.url} ({first}; no network?); pass a "
             "local checkpoint, .tgz or Hugging Face directory path instead (CLI: --weights PATH)"

@@ -26,6 +26,7 @@ import numpy as np
 
 from .architecture import LOGITS_NAME, channels, layer_specs
 from .config import MobileNetV1Config
+from .errors import first_line
 from .fileio import atomic_output, check_writable
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
             f"pass {SOURCE_FORMS}"
         ) from None
     except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ValueError(
             f"checkpoint {prefix} is unreadable ({first}); its .index or .data file is "
             "truncated or corrupt, so copy or download it again"

@@ -16,6 +16,8 @@ import zlib
 
 import numpy as np
 
+from .errors import first_line
+
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
 # Members are read into memory; the largest real one (1.0_224 with optimizer slots) is under
 # 100 MB, so a member claiming more than this is a corrupt or crafted archive (a "tar bomb").
@@ -23,7 +25,7 @@ MAX_MEMBER_BYTES = 1 << 30
 
 
 def _fail(path: str, err: Exception):
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line(err)
     raise ValueError(
         f"cannot read {path} as a tar archive ({first}); it is truncated or corrupt, so "
         "download it again"
