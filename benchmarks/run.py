@@ -163,6 +163,20 @@ class Context:
     def ours_fused(self):
         return self.cached("ours_fused", lambda: self.ours().fused())
 
+    def ours_keras_bn(self):
+        """Our model as it ran before inference folding: Keras's BatchNormalization layers."""
+
+        def build():
+            from tf_mobilenet_v1.layers import ConvBlock
+
+            model = self.ours_copy()
+            for layer in model.layers:
+                if isinstance(layer, ConvBlock):
+                    layer._can_fuse = lambda: False  # benchmark-only switch to the old path
+            return model
+
+        return self.cached("ours_keras_bn", build)
+
     def ours_copy(self, fused: bool = False):
         """A separate model object with the same weights (for per-model predict settings)."""
         src = self.ours_fused() if fused else self.ours()
@@ -355,6 +369,8 @@ def _predict_xla(fused):
 
 _register("ours_predict", "keras", "ours, model.predict (default)",
           _keras_predict(lambda c: c.ours(), True))
+_register("ours_predict_keras_bn", "keras", "ours, Keras BatchNormalization layers, predict",
+          _keras_predict(lambda c: c.ours_keras_bn(), True))
 _register("ours_predict_on_batch", "keras", "ours, model.predict_on_batch", _predict_on_batch)
 _register("ours_predict_on_batch_fused", "keras", "ours, fused BN, model.predict_on_batch",
           _predict_on_batch_fused)
@@ -501,19 +517,33 @@ def _cli_predict(ctx):
     exe = shutil.which("mobilenet-v1")
     cmd = [exe] if exe else [sys.executable, "-m", "tf_mobilenet_v1.cli"]
     cmd += ["predict", str(BURGER), "--weights", str(tgz), "--top-k", "1"]
+    return Runner(load=_process(cmd, "cheeseburger"),
+                  note="new process; checks top-1 is cheeseburger")
 
-    def load():
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0 or "cheeseburger" not in proc.stdout:
+
+def _import_tensorflow(ctx):
+    cmd = [sys.executable, "-c", "import tensorflow, keras; print('imported')"]
+    return Runner(load=_process(cmd, "imported"), note="new process: the CLI's fixed cost")
+
+
+def _process(cmd: list[str], expect: str) -> Callable[[], str]:
+    """Run ``cmd`` in a new process; fail unless it exits 0 and prints ``expect``."""
+
+    def run():
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        if proc.returncode != 0 or expect not in proc.stdout:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"CLI predict failed (exit {proc.returncode}): {last}")
+            raise RuntimeError(f"{cmd[0]} failed (exit {proc.returncode}): {last}")
         return proc.stdout
 
-    return Runner(load=load, note="new process; checks top-1 is cheeseburger")
+    return run
 
 
 _register("cli_predict", "load", "CLI predict of burger.jpg, end to end", _cli_predict,
           slow=True)
+_register("import_tensorflow", "load", "python -c 'import tensorflow, keras'",
+          _import_tensorflow, slow=True)
 
 
 def _fold(ctx):
@@ -579,6 +609,27 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def compute_floor(settings: Settings, size: int = 2048, repeats: int = 7) -> dict:
+    """The float32 speed limit of this machine for the benchmarked model.
+
+    Peak = the best of ``repeats`` float32 ``size``-square matrix products through numpy's
+    BLAS (all cores); floor = the model's 2 x MACs at that rate. No float32 implementation on
+    this machine can beat it by much: 1x1 convolutions, 95% of the MACs, are matrix products.
+    """
+    from tf_mobilenet_v1.architecture import count_macs, layer_specs
+
+    rng = np.random.default_rng(settings.seed)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    a @ b  # BLAS thread pool up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    peak = 2 * size**3 / best / 1e9
+    macs = count_macs(layer_specs(settings.depth_multiplier), settings.image_size,
+                      num_labels=1001)
+    floor_ms = 2 * macs / (peak * 1e9) * 1000
+    return {"peak_gflops": peak, "macs": macs, "b1_ms": floor_ms,
+            "bn_ips": 1000 / floor_ms}
+
+
 def run_benchmarks(settings: Settings, names: list[str], workdir: str | os.PathLike,
                    rss: bool | Collection[str] = True,
                    log: Callable[[str], None] = print) -> dict:
@@ -590,6 +641,8 @@ def run_benchmarks(settings: Settings, names: list[str], workdir: str | os.PathL
     ctx = Context(settings, workdir)
     rows: dict[str, dict] = {}
     live: dict[str, dict] = {}
+    floor = compute_floor(settings)
+    log(f"float32 peak {floor['peak_gflops']:.0f} GFLOP/s: floor {floor['b1_ms']:.2f} ms an image")
     for name in names:
         c = CONTENDERS[name]
         row = rows[name] = {"name": name, "group": c.group, "what": c.what, "status": "ok"}
@@ -654,12 +707,16 @@ def run_benchmarks(settings: Settings, names: list[str], workdir: str | os.PathL
             row["load_s_min"] = min(item["load"])
         row["samples"] = {k: item[k] for k in ("b1", "bn", "load") if item[k]}
 
+    end = compute_floor(settings)  # a second reading: the peak is the higher of the two
+    if end["peak_gflops"] > floor["peak_gflops"]:
+        floor = end
+
     if rss:
         for name in live:
             if rows[name]["status"] == "ok" and (rss is True or name in rss):
                 rows[name]["rss_mb"] = _child_rss(name, settings, workdir, log)
     return {"settings": dataclasses.asdict(settings), "rows": list(rows.values()),
-            "targets": targets(rows, settings), "machine": machine_info(),
+            "floor": floor, "targets": targets(rows, settings, floor), "machine": machine_info(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -717,9 +774,21 @@ def _get(rows, name, key):
 BEST = {"b1_ms": "b1_ms_min", "bn_ips": "bn_ips_best", "load_s": "load_s_min"}
 
 
-def targets(rows: dict[str, dict], settings: Settings) -> list[dict]:
-    """The issue's targets as ratios from this run (None where a contender is missing)."""
+FLOOR = "float32_floor"
+
+
+def targets(rows: dict[str, dict], settings: Settings, floor: dict | None = None) -> list[dict]:
+    """The issue's targets as ratios from this run (None where a contender is missing).
+
+    With ``floor`` (see ``compute_floor``) the HF targets get one more row: the ratio that a
+    float32 model running at this machine's BLAS peak would reach, i.e. whether the target
+    can be met at all here.
+    """
     out = []
+    if floor:
+        rows = {**rows, FLOOR: {"status": "ok", "b1_ms": floor["b1_ms"],
+                                "b1_ms_min": floor["b1_ms"], "bn_ips": floor["bn_ips"],
+                                "bn_ips_best": floor["bn_ips"]}}
 
     def add(target, num, den, key, ok, inverse=False):
         if num not in rows or den not in rows:  # not selected in this run
@@ -741,7 +810,8 @@ def targets(rows: dict[str, dict], settings: Settings) -> list[dict]:
                       ("ours_predict_on_batch_fused", "app_predict")):
         add(f"Keras batch-{n} throughput >= 1.0x keras.applications", ours, app, "bn_ips",
             lambda r: r >= 1.0)
-    for ours in ("ours_predict", "ours_tf_function", "ours_predict_on_batch_fused"):
+    for ours in ("ours_predict", "ours_tf_function", "ours_predict_on_batch_fused",
+                 "ours_tflite_float32_t2", FLOOR):
         add("batch-1 speed >= 5x HF tf_padding=True (latency ratio HF/ours)", ours,
             "hf_torch_tfpad", "b1_ms", lambda r: r >= 5.0, inverse=True)
         add(f"batch-{n} throughput >= 5x HF tf_padding=True", ours, "hf_torch_tfpad",
@@ -796,6 +866,12 @@ def format_report(result: dict) -> str:
         lines.append(f"| {r['name']} | {r['what']} | {_fmt(r.get('load_s'), '.3f')} | "
                      f"{_fmt(r.get('load_s_min'), '.3f')} | {_fmt(r.get('rss_mb'))} | "
                      f"{r.get('note', '')} |")
+    floor = result.get("floor")
+    if floor:
+        lines += ["", f"float32 compute floor: {floor['macs']:,} MACs at this machine's "
+                  f"{floor['peak_gflops']:.0f} GFLOP/s float32 matrix-product peak = "
+                  f"{floor['b1_ms']:.2f} ms an image ({floor['bn_ips']:.0f} img/s); "
+                  f"row {FLOOR} below"]
     lines += ["", "| target | ours | other | value (medians) | met | value (best samples) |",
               "|---|---|---|---|---|---|"]
     for t in result["targets"]:

@@ -257,23 +257,3 @@ def test_official_tarball_top1(capsys):
         assert [p["index"] for p in doc[name]] == [t[0] for t in top5]
         np.testing.assert_allclose([p["score"] for p in doc[name]], [t[2] for t in top5],
                                    atol=6e-5)
-
-
-def test_folded_batchnorm_for_long_runs_gives_same_results(tiny, tmp_path, capsys, monkeypatch):
-    import tf_mobilenet_v1.predict as predict
-
-    _, weights = tiny
-    d = tmp_path / "few"
-    d.mkdir()
-    for i in range(4):
-        _save(d / f"{i}.png", 40 + i, 50, seed=i)
-    docs = []
-    for threshold in (1000, 1):  # unfused, then folded
-        monkeypatch.setattr(predict, "FUSE_MIN_IMAGES", threshold)
-        rc, out, err = _run(capsys, d, "--weights", weights, "--json", "--top-k", "3")
-        assert rc == 0, err
-        docs.append(json.loads(out))
-    for a, b in zip(docs[0], docs[1], strict=True):
-        assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
-        np.testing.assert_allclose([p["score"] for p in a["predictions"]],
-                                   [p["score"] for p in b["predictions"]], atol=1e-5)

@@ -144,7 +144,12 @@ class _MobileNetV1Base(keras.Model):
         return load_pretrained(cls, name_or_path, **config_overrides)
 
     def fused(self):
-        """An inference copy with batch norm folded into the convolutions (bias, no BN)."""
+        """An inference copy with batch norm folded into the convolutions (bias, no BN).
+
+        Not needed for speed (inference already folds batch norm on the fly, from the live
+        weights); it gives a graph without BN variables, e.g. for export, and goes stale if
+        the original is trained afterwards.
+        """
         if self.fuse_batchnorm:
             return self
         cfg = self.get_config()

@@ -171,11 +171,6 @@ def _table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Folding batch norm costs ~0.18 s and saves ~2.4 ms an image (1.0_224, batch 32, 2 cores:
-# 107 -> 145 img/s, benchmarks/RESULTS.md), so it pays off from about 75 images.
-FUSE_MIN_IMAGES = 100
-
-
 def _load_model(weights):
     from .pretrained import load_any
 
@@ -206,9 +201,10 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
         print(f"mobilenet-v1: error: no images found in {where}", file=err)
         return 2
     get_preprocessor(preprocessing)  # reject a bad name before loading any weights
+    # No model.fused(): inference already folds batch norm into the convolutions; a folded
+    # copy was 3-8% faster at batch 32 (RESULTS.md runs 4, 5), repaying its 0.24 s only
+    # after several hundred images.
     model = _load_model(weights)
-    if len(paths) >= FUSE_MIN_IMAGES:
-        model = model.fused()
     processor = get_preprocessor(preprocessing, model.config.image_size)
     bar = _progress_bar(len(paths), batch_size, err)
     results, failed = [], 0
