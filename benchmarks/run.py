@@ -172,7 +172,7 @@ class Context:
             model = self.ours_copy()
             for layer in model.layers:
                 if isinstance(layer, ConvBlock):
-                    layer._can_fuse = lambda: False  # benchmark-only switch to the old path
+                    layer.fold_inference_bn = False
             return model
 
         return self.cached("ours_keras_bn", build)

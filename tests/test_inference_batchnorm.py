@@ -28,10 +28,11 @@ def _block(kind, stride=1, dilation=1, tf_padding=True, channels=8, seed=0, **kw
 
 def _keras_bn_path(block, x, training=False):
     """What the block computed before: Keras's conv layer, then its BatchNormalization."""
-    if block._pad:
-        p = block._pad
-        x = keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
-    return block._act(block.bn(block.conv(x), training=training))
+    block.fold_inference_bn = False
+    try:
+        return block(x, training=training)
+    finally:
+        block.fold_inference_bn = True
 
 
 def _keras_bn_model(model):
@@ -40,7 +41,7 @@ def _keras_bn_model(model):
     copy.set_weights(model.get_weights())
     for layer in copy.layers:
         if isinstance(layer, ConvBlock):
-            layer._can_fuse = lambda: False
+            layer.fold_inference_bn = False
     return copy
 
 
@@ -61,8 +62,8 @@ def test_block_matches_keras_batchnorm(kind, stride, dilation, tf_padding):
 def test_inference_graph_has_fusable_ops_and_training_graph_does_not():
     model = MobileNetV1ForImageClassification(**TINY)
 
-    def op_types(training):
-        fn = tf.function(lambda t: model(t, training=training))
+    def op_types(training, m=model):
+        fn = tf.function(lambda t: m(t, training=training))
         graph = fn.get_concrete_function(tf.TensorSpec((1, 32, 32, 3))).graph
         return [op.type for op in graph.get_operations()]
 
@@ -75,6 +76,8 @@ def test_inference_graph_has_fusable_ops_and_training_graph_does_not():
     assert inference.count("BiasAdd") == len(specs) - full + 1  # + the Logits conv
     assert "Rsqrt" not in inference
     assert "FusedBatchNormV3" not in op_types(True)  # Keras's BN: batch statistics
+    switched_off = op_types(False, _keras_bn_model(model))  # fold_inference_bn = False
+    assert "FusedBatchNormV3" not in switched_off and "Rsqrt" in switched_off
 
 
 def test_predictions_follow_training_no_stale_fold():

@@ -91,6 +91,8 @@ class ConvBlock(keras.layers.Layer):
             if use_batchnorm else None
         )
         self._act = _ACTIVATIONS[activation]
+        # Runtime switch, not saved: False runs Keras's BatchNormalization at inference too.
+        self.fold_inference_bn = True
 
     def build(self, input_shape):
         if self._pad:
@@ -116,7 +118,8 @@ class ConvBlock(keras.layers.Layer):
 
     def _can_fuse(self) -> bool:
         # The fused ops need float32 batch-norm statistics and TensorFlow tensors.
-        return self.compute_dtype == "float32" and keras.backend.backend() == "tensorflow"
+        return (self.fold_inference_bn and self.compute_dtype == "float32"
+                and keras.backend.backend() == "tensorflow")
 
     def _conv_bn_inference(self, x):
         """Conv + inference batch norm as ops that grappler fuses into one conv kernel.
