@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tf_mobilenet_v1.fileio import atomic_output
+from tf_mobilenet_v1.outputs import logits_of
 
 # What every exported model expects as float input: RGB scaled to [-1, 1] (slim's
 # inception preprocessing, HF's image_mean = image_std = 0.5). In TFLite metadata terms this is
@@ -22,11 +23,6 @@ def check_classifier(model):
             "load the weights with MobileNetV1ForImageClassification.from_pretrained"
         )
     return model
-
-
-def logits_of(outputs):
-    """The logits tensor from a classifier's output (a tensor, or a dict with hidden states)."""
-    return outputs["logits"] if isinstance(outputs, dict) else outputs
 
 
 def at_size(model, image_size: int | None):

@@ -34,12 +34,12 @@ def _writer(dst: str):
     if dst.endswith((".keras", ".weights.h5")):
         return save_keras
     if dst.endswith(".ckpt"):
-        from tf_mobilenet_v1.slim_checkpoint import save_slim_checkpoint
+        from .slim import save_slim_checkpoint
 
         return save_slim_checkpoint
     if dst.endswith((".safetensors", ".bin")) or dst.endswith(os.sep) or os.path.isdir(dst) \
             or not os.path.splitext(dst)[1]:
-        from converters.hf import save_hf
+        from .hf import save_hf
 
         return save_hf
     raise ValueError(
@@ -50,7 +50,7 @@ def _writer(dst: str):
 
 def convert(src: str, dst: str, *, force: bool = False, use_ema: bool = False) -> str:
     """Convert ``src`` (registry name or any supported path) into ``dst``; return ``dst``."""
-    from tf_mobilenet_v1.pretrained import load_any
+    from tf_mobilenet_v1.loaders.dispatch import load_any
 
     writer = _writer(dst)  # fail on a bad destination before loading anything
     if os.path.lexists(dst.rstrip(os.sep)) and not force:

@@ -53,7 +53,7 @@ def _load(src):
 
     if isinstance(src, keras.Model):
         return check_classifier(src)
-    from tf_mobilenet_v1.pretrained import load_any
+    from tf_mobilenet_v1.loaders.dispatch import load_any
 
     return check_classifier(load_any(src))
 

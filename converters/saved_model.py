@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 
 from tf_mobilenet_v1.fileio import atomic_output, check_writable
+from tf_mobilenet_v1.outputs import logits_of
 
-from ._deploy import LABELS_FILE, at_size, check_classifier, labels_of, labels_text, logits_of
+from ._deploy import LABELS_FILE, at_size, check_classifier, labels_of, labels_text
 
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
 PREPROCESSING_MODES = ("crop", "resize")

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 import numpy as np
 
 from tf_mobilenet_v1.fileio import atomic_output, check_writable
+from tf_mobilenet_v1.outputs import logits_of
 
 from ._deploy import (
     LABELS_FILE,
     at_size,
     check_classifier,
     labels_text,
-    logits_of,
     same_text,
     write_text,
 )
@@ -138,7 +138,7 @@ def convert_tflite(model, *, quantize: str = "none", io_type: str | None = None,
 
     io_type = check_options(quantize, io_type, calibration_images)
     model, size = at_size(check_classifier(model), image_size)
-    inference_model = model.fused()  # batch norm folded into conv bias: no MUL/ADD ops
+    inference_model = model.folded()  # batch norm folded into conv bias: no MUL/ADD ops
     concrete, holder = _concrete_function(inference_model, size)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
     # Only builtin ops: no Flex (SELECT_TF_OPS) fallback that mobile runtimes lack.

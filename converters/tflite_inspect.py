@@ -2,7 +2,7 @@
 
 Operators are read from the flatbuffer with the schema that ``ai_edge_litert`` ships; GPU
 delegate compatibility comes from TensorFlow's own model analyzer
-(``tf.lite.experimental.Analyzer``), the check the issue asks for.
+(``tf.lite.experimental.Analyzer``), which knows the GPU delegate's operator rules.
 """
 
 from __future__ import annotations

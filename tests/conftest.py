@@ -1,4 +1,4 @@
-"""Shared test helpers: the fixtures folder and small random models with non-trivial BN stats."""
+"""Shared test helpers: the fixtures folder, optional modules, and the tiny-model factory."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from tf_mobilenet_v1.random_weights import randomize  # noqa: F401 (re-exported 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+def tiny_model(cls=None, seed: int = 0, **fields):
+    """A small random model for fast tests: 0.25x, 32 px and 1001 classes unless ``fields`` say
+    otherwise, with non-trivial batch-norm statistics (``randomize``) so that folding, export and
+    conversion bugs show up in the outputs."""
+    from tf_mobilenet_v1 import MobileNetV1ForImageClassification
+
+    cls = cls or MobileNetV1ForImageClassification
+    return randomize(cls(**{"depth_multiplier": 0.25, "image_size": 32, **fields}), seed)
 
 
 def fixture_path(*parts: str) -> Path:

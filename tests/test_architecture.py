@@ -43,10 +43,10 @@ def test_output_stride_dilates_like_slim(output_stride, strides, rates):
 
 
 def test_known_counts():
-    assert count_params(layer_specs(1.0)) == 4_233_001
-    assert count_params(layer_specs(0.25)) == 470_329
-    assert count_macs(layer_specs(1.0), 224) == 567_716_352
-    assert count_macs(layer_specs(0.75), 128) == 106_002_432
+    assert count_params(layer_specs(depth_multiplier=1.0)) == 4_233_001
+    assert count_params(layer_specs(depth_multiplier=0.25)) == 470_329
+    assert count_macs(layer_specs(depth_multiplier=1.0), 224) == 567_716_352
+    assert count_macs(layer_specs(depth_multiplier=0.75), 128) == 106_002_432
 
 
 @pytest.mark.interop
@@ -59,4 +59,4 @@ def test_params_equal_transformers_for_all_official_variants():
                                                  num_labels=1001)
             hf = transformers.MobileNetV1ForImageClassification(cfg)
             hf_trainable = sum(p.numel() for p in hf.parameters() if p.requires_grad)
-            assert count_params(layer_specs(alpha)) == hf_trainable, (alpha, res)
+            assert count_params(layer_specs(depth_multiplier=alpha)) == hf_trainable, (alpha, res)

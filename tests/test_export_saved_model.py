@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import fixture_path, randomize
+from conftest import fixture_path, randomize, tiny_model
 from PIL import Image
 
 from converters import saved_model as sm
@@ -78,8 +78,7 @@ def run_fresh(path, tmp_path, pixel_values, images, encoded):
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = MobileNetV1ForImageClassification(depth_multiplier=0.25, image_size=SIZE)
-    return randomize(model, 0)
+    return tiny_model(image_size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -132,22 +131,6 @@ def test_labels_asset(tiny, exported):
     assert text.splitlines() == [tiny.config.id2label[i] for i in range(1001)]
 
 
-def test_existing_output_needs_force(tiny, exported):
-    with pytest.raises(FileExistsError, match="force"):
-        sm.export_saved_model(tiny, exported)
-
-
-def test_failed_export_leaves_nothing(tiny, tmp_path, monkeypatch):
-    import tensorflow as tf
-
-    def broken(obj, export_dir, *args, **kwargs):
-        os.makedirs(os.path.join(export_dir, "variables"), exist_ok=True)  # half-written
-        raise ValueError("simulated failure")
-
-    monkeypatch.setattr(tf.saved_model, "save", broken)
-    with pytest.raises(RuntimeError, match="simulated"):
-        sm.export_saved_model(tiny, tmp_path / "sm")
-    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.slow

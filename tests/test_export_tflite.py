@@ -4,14 +4,13 @@ Fast tests use a tiny random model (depth 0.25, 64 px); the slow ones use the of
 0.25_128 weights and the fixture photos.
 """
 
-import contextlib
 import os
 import zipfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import fixture_path, randomize, require_module
+from conftest import fixture_path, require_module, tiny_model
 
 from converters import tflite as tfl
 from converters.export import default_output, export
@@ -35,8 +34,7 @@ BN_OR_ACTIVATION_OPS = {"MUL", "ADD", "SUB", "RSQRT", "RELU6", "RELU", "MINIMUM"
 
 
 def _tiny(seed=0, **fields):
-    model = MobileNetV1ForImageClassification(depth_multiplier=0.25, image_size=SIZE, **fields)
-    return randomize(model, seed)
+    return tiny_model(seed=seed, image_size=SIZE, **fields)
 
 
 def _inputs(n=4, size=SIZE, seed=0):
@@ -45,8 +43,7 @@ def _inputs(n=4, size=SIZE, seed=0):
 
 def _expected_conv_counts(config):
     """CONV_2D / DEPTHWISE_CONV_2D counts derived from the architecture table (+1 for Logits)."""
-    specs = layer_specs(config.depth_multiplier, config.min_depth, config.output_stride,
-                        config.num_channels)
+    specs = layer_specs(config)
     return {"CONV_2D": sum(s.kind != "depthwise" for s in specs) + 1,
             "DEPTHWISE_CONV_2D": sum(s.kind == "depthwise" for s in specs)}
 
@@ -252,42 +249,7 @@ def test_labels_file_written_and_matches_the_android_fixture(tiny, exported):
     assert [name.split(",")[0] for name in lines] == theirs
 
 
-def test_existing_output_needs_force(tiny, tmp_path):
-    dst = tmp_path / "m.tflite"
-    tfl.export_tflite(tiny, dst)
-    before = dst.read_bytes()
-    with pytest.raises(FileExistsError, match="force"):
-        tfl.export_tflite(tiny, dst)
-    other = _tiny(seed=9)
-    tfl.export_tflite(other, dst, force=True)
-    assert dst.read_bytes() != before
 
-
-def test_failed_export_leaves_nothing(tiny, tmp_path, monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("TFLite conversion failed: simulated")
-
-    monkeypatch.setattr(tfl, "convert_tflite", broken)
-    with pytest.raises(RuntimeError, match="simulated"):
-        tfl.export_tflite(tiny, tmp_path / "out" / "m.tflite")
-    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
-
-
-def test_failed_write_removes_new_labels(tiny, tmp_path, monkeypatch):
-    import converters.tflite as module
-
-    real = module.atomic_output
-
-    @contextlib.contextmanager
-    def failing(dst, force=False, directory=False, suffix=""):
-        with real(dst, force, directory, suffix) as tmp:
-            yield tmp
-            raise OSError("disk full (simulated)")
-
-    monkeypatch.setattr(module, "atomic_output", failing)
-    with pytest.raises(OSError, match="disk full"):
-        tfl.export_tflite(tiny, tmp_path / "m.tflite")
-    assert os.listdir(tmp_path) == []
 
 
 def test_backbone_is_refused(tmp_path):

@@ -22,19 +22,21 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import randomize
+from conftest import randomize, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from converters import hf
-from converters.hf import keras_to_state_dict, save_hf, state_dict_to_keras
+from converters.hf import keras_to_state_dict, save_hf
+from converters.slim import save_slim_checkpoint
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification
 from tf_mobilenet_v1.cli import main
+from tf_mobilenet_v1.loaders import hf as hf_loader
+from tf_mobilenet_v1.loaders.dispatch import load_any
+from tf_mobilenet_v1.loaders.hf import state_dict_to_keras
+from tf_mobilenet_v1.loaders.tf_checkpoint import DATA_SUFFIX, read_checkpoint
 from tf_mobilenet_v1.preprocessing import MobileNetV1ImageProcessor, get_preprocessor
-from tf_mobilenet_v1.pretrained import load_any
-from tf_mobilenet_v1.slim_checkpoint import DATA_SUFFIX, read_checkpoint, save_slim_checkpoint
 
 SIZE = 32
 # Hypothesis prints the (large) state-dict fixtures it is given when it reports an example.
@@ -298,8 +300,7 @@ def test_absurd_preprocessor_config_is_refused(tmp_path, options):
 # ----------------------------------------------------------------- a tiny model, every format
 @pytest.fixture(scope="module")
 def tiny():
-    return randomize(MobileNetV1ForImageClassification(depth_multiplier=0.25, image_size=SIZE,
-                                                       num_labels=5), seed=11)
+    return tiny_model(seed=11, image_size=SIZE, num_labels=5)
 
 
 @pytest.fixture(scope="module")
@@ -614,9 +615,9 @@ def test_state_dict_mutations_through_load_hf(base_sd, tmp_path_factory, data, f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if _loadable(sd, base_sd):
-            _assert_loaded(hf.load_hf(src), sd)
+            _assert_loaded(hf_loader.load_hf(src), sd)
             return
-        out = TALLY.bad(lambda: hf.load_hf(src), *([where] if form != "memory" else []),
+        out = TALLY.bad(lambda: hf_loader.load_hf(src), *([where] if form != "memory" else []),
                         allow_success=True)
     if not isinstance(out, Exception):
         # Only a mutation that is itself a consistent variant (e.g. 4 classes) may load.

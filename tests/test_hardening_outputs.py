@@ -1,9 +1,11 @@
-"""Output safety of every writer, through the CLI, and predict over hundreds of files.
+"""Output safety of every writer, through the CLI and the Python API, and predict over hundreds
+of files.
 
 Each writer (``.keras``, ``.weights.h5``, Hugging Face directory, ``.safetensors``, ``.bin``,
 slim ``.ckpt``, SavedModel directory, ``.tflite``) must refuse an existing output without
 ``--force`` (exit 1, the old output untouched), and a write that fails half-way, by an error or
-by Ctrl-C, must leave the previous output intact and no temporary file behind.
+by Ctrl-C, must leave the previous output intact and no temporary file behind. This one
+contract replaces per-module overwrite and partial-write tests.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import randomize
+from conftest import tiny_model
 from PIL import Image
 from test_hardening_inputs import Tally, normalize
 
-from tf_mobilenet_v1 import MobileNetV1ForImageClassification
 from tf_mobilenet_v1.cli import main
 from tf_mobilenet_v1.images import read_image
-from tf_mobilenet_v1.pretrained import load_any
+from tf_mobilenet_v1.loaders.dispatch import load_any
 
 TALLY = Tally("outputs")
 RESULTS: dict = {}
@@ -50,8 +51,7 @@ def _summary():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A random 0.25x model at 64 px (10 classes), saved as .keras: the source of every write."""
-    model = randomize(MobileNetV1ForImageClassification(depth_multiplier=0.25, image_size=64,
-                                                        num_labels=10), seed=21)
+    model = tiny_model(seed=21, image_size=64, num_labels=10)
     path = tmp_path_factory.mktemp("src") / "tiny.keras"
     model.save(path)
     return model, str(path)
@@ -193,9 +193,38 @@ def _args(command, src, dst, *extra):
     return args
 
 
+def _api(command, src, dst, force=False) -> tuple[int, str]:
+    """The Python function behind the CLI command, with the CLI's exit codes."""
+    from converters.convert import convert
+    from converters.export import export
+    from tf_mobilenet_v1.errors import first_line
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if command == "convert":
+                convert(src, dst, force=force)
+            else:
+                export(src, dst, format="saved_model" if dst.endswith("sm") else "tflite",
+                       force=force)
+    except KeyboardInterrupt:
+        return 130, ""
+    except Exception as e:  # noqa: BLE001 - the test inspects whatever the writer raised
+        return 1, first_line(e) + "\n"
+    return 0, ""
+
+
+def _write(via, capsys, command, src, dst, *extra) -> tuple[int, str]:
+    if via == "cli":
+        return _cli(capsys, *_args(command, src, dst, *extra))
+    return _api(command, src, dst, force="--force" in extra)
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_writer_never_overwrites_or_leaves_partial_output(tiny, tmp_path, capsys, monkeypatch,
-                                                          writer):
+                                                          writer, via):
+    """The contract of every writer, through the CLI and through its Python function."""
     model, src = tiny
     command, name, parts, breaker = WRITERS[writer]
     out = tmp_path / "out_dir"
@@ -205,19 +234,19 @@ def test_writer_never_overwrites_or_leaves_partial_output(tiny, tmp_path, capsys
     # 1. a failing write with nothing there before leaves nothing at all
     with monkeypatch.context() as m:
         breaker(m, DiskFull())
-        rc, err = _cli(capsys, *_args(command, src, dst))
+        rc, err = _write(via, capsys, command, src, dst)
     assert rc == 1 and "No space left on device" in err, err
     assert os.listdir(out) == [], f"left behind: {os.listdir(out)}"
 
     # 2. a real write, whose output later attempts must keep
-    rc, err = _cli(capsys, *_args(command, src, dst))
+    rc, err = _write(via, capsys, command, src, dst)
     assert rc == 0, err
     assert sorted(os.listdir(out)) == sorted(parts)
     before = _snapshot(out)
 
     # 3. without --force: exit 1, one line naming the path, nothing touched
-    rc, err = _cli(capsys, *_args(command, src, dst))
-    assert rc == 1 and err.count("\n") == 1 and "already exists" in err and "--force" in err
+    rc, err = _write(via, capsys, command, src, dst)
+    assert rc == 1 and err.count("\n") == 1 and "already exists" in err and "force" in err
     assert dst.rstrip(os.sep) in err
     assert _snapshot(out) == before
 
@@ -225,25 +254,30 @@ def test_writer_never_overwrites_or_leaves_partial_output(tiny, tmp_path, capsys
     for exc, code in ((DiskFull(), 1), (KeyboardInterrupt(), 130)):
         with monkeypatch.context() as m:
             breaker(m, exc)
-            rc, err = _cli(capsys, *_args(command, src, dst, "--force"))
+            rc, err = _write(via, capsys, command, src, dst, "--force")
         assert rc == code, err
         assert _snapshot(out) == before, f"{writer}: {type(exc).__name__} changed the output"
 
     # 5. --force with a working writer replaces it, and what it wrote loads back exactly
-    if command == "export":
-        return  # replacing exports with --force: test_export_saved_model / test_export_tflite
     time.sleep(0.01)
-    rc, err = _cli(capsys, *_args(command, src, dst, "--force"))
+    rc, err = _write(via, capsys, command, src, dst, "--force")
     assert rc == 0, err
     assert sorted(os.listdir(out)) == sorted(parts)
+    main_file = os.path.join(out, parts[0])
+    if os.path.isdir(main_file):  # SavedModel / HF directory: the graph or config file
+        main_file = os.path.join(main_file, "saved_model.pb" if command == "export"
+                                 else "config.json")
+        before_main = before[os.path.relpath(main_file, out)]
+    else:
+        before_main = before[parts[0]]
+    assert os.stat(main_file).st_mtime_ns != before_main[1]
+    if command == "export":
+        return  # exports hold no Keras weights to compare; their outputs are tested elsewhere
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         back = load_any(dst)
     for v, w in zip(back.weights, model.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(v.numpy()), np.asarray(w.numpy()))
-    main_file = os.path.join(out, parts[0])
-    if os.path.isfile(main_file):
-        assert os.stat(main_file).st_mtime_ns != before[parts[0]][1]
 
 
 def test_existing_labels_with_other_names_are_kept(tiny, tmp_path, capsys):

@@ -9,21 +9,22 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import randomize
+from conftest import randomize, tiny_model
 
 from converters import hf
-from converters.hf_names import (
-    TRANSFORMS,
-    conv_hwio_to_oihw,
-    depthwise_hwc1_to_c1hw,
-    hf_table,
-    logits_conv_to_linear,
-)
 from tf_mobilenet_v1 import (
     MobileNetV1Config,
     MobileNetV1ForImageClassification,
     MobileNetV1Model,
     layer_specs,
+)
+from tf_mobilenet_v1.loaders import hf as hf_loader
+from tf_mobilenet_v1.loaders.hf_names import (
+    TRANSFORMS,
+    conv_hwio_to_oihw,
+    depthwise_hwc1_to_c1hw,
+    hf_table,
+    logits_conv_to_linear,
 )
 
 TINY = dict(depth_multiplier=0.25, num_labels=5)
@@ -36,7 +37,7 @@ def clf():
 
 @pytest.fixture(scope="module")
 def backbone():
-    return randomize(MobileNetV1Model(depth_multiplier=0.25), seed=2)
+    return tiny_model(MobileNetV1Model, seed=2)
 
 
 def assert_same_weights(a, b):
@@ -51,7 +52,7 @@ def assert_same_weights(a, b):
 # ----- the table -----
 def test_table_is_derived_from_layer_specs():
     cfg = MobileNetV1Config(**TINY)
-    specs = layer_specs(0.25)
+    specs = layer_specs(depth_multiplier=0.25)
     rows = {r.hf_key: r for r in hf_table(cfg)}
     assert len(rows) == 6 * len(specs) + 2  # kernel + 5 batch-norm tensors per layer + head
     assert rows["mobilenet_v1.conv_stem.convolution.weight"].hf_shape == (8, 3, 3, 3)
@@ -130,14 +131,14 @@ def test_backbone_state_dict_has_no_prefix_and_no_head(backbone):
 
 def test_fused_model_is_refused(clf):
     with pytest.raises(ValueError, match="folded"):
-        hf.keras_to_state_dict(clf.fused())
+        hf.keras_to_state_dict(clf.folded())
 
 
 # ----- round trips -----
 def test_in_memory_round_trip_is_bit_exact(clf, backbone):
     for model, cls in ((clf, MobileNetV1ForImageClassification), (backbone, MobileNetV1Model)):
         fresh = cls(model.config)
-        report = hf.state_dict_to_keras(hf.keras_to_state_dict(model), fresh)
+        report = hf_loader.state_dict_to_keras(hf.keras_to_state_dict(model), fresh)
         assert_same_weights(model, fresh)
         assert len(report.loaded) == len(model.weights)
         assert len(report.ignored) == 27 and not report.dropped and not report.left_at_init
@@ -165,10 +166,10 @@ def test_save_hf_directory(tmp_path, clf):
     assert keys == set(hf.keras_to_state_dict(clf))
     assert stem.shape == (8, 3, 3, 3)
 
-    loaded = hf.load_hf(dst)
+    loaded = hf_loader.load_hf(dst)
     assert loaded.config.to_dict() == clf.config.to_dict()
     assert_same_weights(clf, loaded)
-    assert hf.is_hf_source(dst)
+    assert hf_loader.is_hf_source(dst)
 
 
 def test_exported_config_labels_and_preprocessor(tmp_path):
@@ -192,14 +193,14 @@ def test_backbone_directory_round_trip(tmp_path, backbone):
     hf.save_hf(backbone, tmp_path / "hf")
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["architectures"] == ["MobileNetV1Model"]
-    assert_same_weights(backbone, hf.load_hf(tmp_path / "hf", cls=MobileNetV1Model))
+    assert_same_weights(backbone, hf_loader.load_hf(tmp_path / "hf", cls=MobileNetV1Model))
 
 
 def test_safetensors_file_round_trip_with_inferred_config(tmp_path, clf):
     path = tmp_path / "weights.safetensors"
     hf.save_hf(clf, path)
     assert os.listdir(tmp_path) == ["weights.safetensors"]  # no temporaries left behind
-    loaded = hf.load_hf(path, tf_padding=False)
+    loaded = hf_loader.load_hf(path, tf_padding=False)
     assert loaded.config.depth_multiplier == 0.25 and loaded.config.num_labels == 5
     assert loaded.config.tf_padding is False
     assert_same_weights(clf, loaded)
@@ -208,8 +209,8 @@ def test_safetensors_file_round_trip_with_inferred_config(tmp_path, clf):
 def test_directory_without_config_infers_it(tmp_path, clf):
     (tmp_path / "d").mkdir()
     hf.save_hf(clf, tmp_path / "d" / "model.safetensors")
-    assert hf.is_hf_source(tmp_path / "d")
-    loaded = hf.load_hf(tmp_path / "d")
+    assert hf_loader.is_hf_source(tmp_path / "d")
+    loaded = hf_loader.load_hf(tmp_path / "d")
     assert loaded.config.num_labels == 5 and loaded.config.tf_padding is True  # default
     assert_same_weights(clf, loaded)
 
@@ -223,7 +224,7 @@ def test_export_warns_where_transformers_computes_differently(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a", "b"]
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["output_stride"] == 16  # kept, so our own import restores it
-    assert hf.load_hf(tmp_path / "a", cls=MobileNetV1Model).config.output_stride == 16
+    assert hf_loader.load_hf(tmp_path / "a", cls=MobileNetV1Model).config.output_stride == 16
 
 
 def test_hf_style_config_json_is_read(tmp_path, clf):
@@ -237,7 +238,7 @@ def test_hf_style_config_json_is_read(tmp_path, clf):
                   classifier_dropout_prob=0.999)
     (dst / "config.json").write_text(json.dumps(config))
     with pytest.warns(UserWarning, match="classifier_dropout_prob"):
-        loaded = hf.load_hf(dst)
+        loaded = hf_loader.load_hf(dst)
     assert loaded.config.image_size == 160 and loaded.config.num_labels == 5
     assert loaded.config.classifier_dropout_prob == 0.999
     assert_same_weights(clf, loaded)
@@ -249,35 +250,10 @@ def test_wrong_model_type_is_refused(tmp_path, clf):
     config = json.loads((dst / "config.json").read_text())
     (dst / "config.json").write_text(json.dumps({**config, "model_type": "mobilenet_v2"}))
     with pytest.raises(ValueError, match="mobilenet_v2"):
-        hf.load_hf(dst)
+        hf_loader.load_hf(dst)
 
 
 # ----- writing safely -----
-def test_existing_output_needs_force(tmp_path, clf, backbone):
-    dst = tmp_path / "hf"
-    hf.save_hf(clf, dst)
-    with pytest.raises(FileExistsError, match="force"):
-        hf.save_hf(backbone, dst)
-    assert json.loads((dst / "config.json").read_text())["architectures"] == [
-        "MobileNetV1ForImageClassification"]
-    hf.save_hf(backbone, dst, force=True)
-    assert json.loads((dst / "config.json").read_text())["architectures"] == ["MobileNetV1Model"]
-    assert sorted(os.listdir(tmp_path)) == ["hf"]
-
-
-def test_failed_write_leaves_nothing(tmp_path, clf, monkeypatch):
-    def boom(state_dict, path):
-        with open(path, "wb") as f:
-            f.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(hf, "_write_safetensors", boom)
-    with pytest.raises(OSError, match="disk full"):
-        hf.save_hf(clf, tmp_path / "hf")
-    with pytest.raises(OSError, match="disk full"):
-        hf.save_hf(clf, tmp_path / "w.safetensors")
-    assert os.listdir(tmp_path) == []
-
 
 def test_bin_output_without_torch_says_what_to_install(tmp_path, clf, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
@@ -287,7 +263,7 @@ def test_bin_output_without_torch_says_what_to_install(tmp_path, clf, monkeypatc
         hf.save_hf(clf, tmp_path / "hf", pytorch_bin=True)
     (tmp_path / "x.bin").write_bytes(b"not read")
     with pytest.raises(ImportError, match="pip install torch"):
-        hf.load_hf(tmp_path / "x.bin")
+        hf_loader.load_hf(tmp_path / "x.bin")
     assert os.listdir(tmp_path) == ["x.bin"]
 
 
@@ -300,7 +276,7 @@ def test_wrong_variant_names_key_and_both_shapes(clf):
     target = MobileNetV1ForImageClassification(depth_multiplier=0.5, num_labels=5)
     before = _weights(target)
     with pytest.raises(ValueError) as info:
-        hf.state_dict_to_keras(hf.keras_to_state_dict(clf), target)
+        hf_loader.state_dict_to_keras(hf.keras_to_state_dict(clf), target)
     first = str(info.value).splitlines()[0]
     assert "mobilenet_v1.conv_stem.convolution.weight" in first
     assert "(8, 3, 3, 3)" in first and "(16, 3, 3, 3)" in first
@@ -316,8 +292,8 @@ def test_missing_unexpected_and_non_float_are_all_reported(clf):
     sd["mobilenet_v1.layer.26.convolution.weight"] = np.zeros((1, 1, 1, 1), np.float32)
     sd["classifier.bias"] = sd["classifier.bias"].astype(np.int32)
     target = MobileNetV1ForImageClassification(clf.config)
-    with pytest.raises(hf.StateDictMismatchError) as info:
-        hf.state_dict_to_keras(sd, target)
+    with pytest.raises(hf_loader.StateDictMismatchError) as info:
+        hf_loader.state_dict_to_keras(sd, target)
     err = info.value
     assert err.missing == ["mobilenet_v1.layer.3.normalization.running_mean"]
     assert err.unexpected == ["mobilenet_v1.layer.26.convolution.weight"]
@@ -331,7 +307,7 @@ def test_non_tensor_values_are_refused(clf):
     sd = hf.keras_to_state_dict(clf)
     sd["classifier.bias"] = [0.0] * 5
     with pytest.raises(ValueError, match="classifier.bias.*not a tensor"):
-        hf.state_dict_to_keras(sd, MobileNetV1ForImageClassification(clf.config))
+        hf_loader.state_dict_to_keras(sd, MobileNetV1ForImageClassification(clf.config))
 
 
 def test_num_batches_tracked_is_ignored(clf):
@@ -341,7 +317,7 @@ def test_num_batches_tracked_is_ignored(clf):
     for k in [k for k in sd if k.endswith("num_batches_tracked")][10:]:
         del sd[k]  # and so is none
     fresh = MobileNetV1ForImageClassification(clf.config)
-    report = hf.state_dict_to_keras(sd, fresh)
+    report = hf_loader.state_dict_to_keras(sd, fresh)
     assert len(report.ignored) == 10
     assert_same_weights(clf, fresh)
 
@@ -349,7 +325,7 @@ def test_num_batches_tracked_is_ignored(clf):
 def test_classification_state_dict_into_backbone_drops_head(clf):
     backbone = MobileNetV1Model(clf.config)
     with pytest.warns(UserWarning, match="classifier.bias, classifier.weight were not loaded"):
-        report = hf.state_dict_to_keras(hf.keras_to_state_dict(clf), backbone)
+        report = hf_loader.state_dict_to_keras(hf.keras_to_state_dict(clf), backbone)
     assert report.dropped == ["classifier.bias", "classifier.weight"]
     source = {w.path: w.numpy() for w in clf.weights}
     assert len(backbone.weights) == len(source) - 2
@@ -362,13 +338,13 @@ def test_bare_backbone_state_dict_into_either_model(backbone):
     same = MobileNetV1Model(backbone.config)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the matching case must be silent
-        hf.state_dict_to_keras(sd, same)
+        hf_loader.state_dict_to_keras(sd, same)
     assert_same_weights(backbone, same)
 
     clf = MobileNetV1ForImageClassification(backbone.config)
     logits_before = [np.array(w) for w in clf.get_layer("Logits").get_weights()]
     with pytest.warns(UserWarning, match="only the backbone"):
-        report = hf.state_dict_to_keras(sd, clf)
+        report = hf_loader.state_dict_to_keras(sd, clf)
     assert report.left_at_init == ["Logits/bias", "Logits/kernel"]
     for a, b in zip(logits_before, clf.get_layer("Logits").get_weights(), strict=True):
         assert np.array_equal(a, b)
@@ -380,7 +356,7 @@ def test_bare_backbone_state_dict_into_either_model(backbone):
 def test_prefixed_state_dict_without_classifier_is_incomplete(clf):
     sd = {k: v for k, v in hf.keras_to_state_dict(clf).items() if not k.startswith("classifier")}
     with pytest.raises(ValueError, match="classifier.weight is missing"):
-        hf.state_dict_to_keras(sd, MobileNetV1ForImageClassification(clf.config))
+        hf_loader.state_dict_to_keras(sd, MobileNetV1ForImageClassification(clf.config))
 
 
 # ----- config inference -----
@@ -400,7 +376,7 @@ def test_infer_config_recovers_the_variant(fields):
     cfg = MobileNetV1Config(**fields)
     for head in (True, False):
         shapes = {r.hf_key: r.hf_shape for r in hf_table(cfg, head)}
-        inferred = hf.infer_config(shapes)
+        inferred = hf_loader.infer_config(shapes)
         assert inferred.depth_multiplier == cfg.depth_multiplier
         assert inferred.num_channels == cfg.num_channels
         if head:
@@ -411,27 +387,27 @@ def test_infer_config_recovers_the_variant(fields):
 def test_infer_config_finds_an_equivalent_unusual_width():
     cfg = MobileNetV1Config(depth_multiplier=0.3, min_depth=4)
     shapes = {r.hf_key: r.hf_shape for r in hf_table(cfg)}
-    inferred = hf.infer_config(shapes)
+    inferred = hf_loader.infer_config(shapes)
     assert {r.hf_key: r.hf_shape for r in hf_table(inferred)} == shapes
 
 
 def test_infer_config_rejects_other_models():
     with pytest.raises(ValueError, match="not a Hugging Face MobileNet V1 state dict"):
-        hf.infer_config({"encoder.weight": (4, 4)})
+        hf_loader.infer_config({"encoder.weight": (4, 4)})
     cfg = MobileNetV1Config(depth_multiplier=0.25)
     shapes = {r.hf_key: r.hf_shape for r in hf_table(cfg)}
     shapes["mobilenet_v1.layer.7.convolution.weight"] = (33, 32, 1, 1)
     with pytest.raises(ValueError, match="no depth_multiplier"):
-        hf.infer_config(shapes)
+        hf_loader.infer_config(shapes)
 
 
 def test_load_hf_from_numpy_dict_with_overrides(clf):
     sd = hf.keras_to_state_dict(clf)
-    loaded = hf.load_hf(sd, tf_padding=False, image_size=96)
+    loaded = hf_loader.load_hf(sd, tf_padding=False, image_size=96)
     assert loaded.config.tf_padding is False and loaded.config.image_size == 96
     assert_same_weights(clf, loaded)
     with pytest.raises(ValueError, match=r"\(8, 3, 3, 3\).*\(24, 3, 3, 3\)"):
-        hf.load_hf(sd, depth_multiplier=0.75)
+        hf_loader.load_hf(sd, depth_multiplier=0.75)
 
 
 def test_bfloat16_safetensors_widen_exactly(tmp_path, clf):
@@ -442,7 +418,7 @@ def test_bfloat16_safetensors_widen_exactly(tmp_path, clf):
     half = {k: v.astype(ml_dtypes.bfloat16) if v.dtype == np.float32 else v
             for k, v in sd.items()}
     save_file(half, str(tmp_path / "half.safetensors"))
-    loaded = hf.load_hf(tmp_path / "half.safetensors")
+    loaded = hf_loader.load_hf(tmp_path / "half.safetensors")
     widened = hf.keras_to_state_dict(loaded)
     for key, value in half.items():
         assert np.array_equal(widened[key], value.astype(np.float32)), key
@@ -450,26 +426,27 @@ def test_bfloat16_safetensors_widen_exactly(tmp_path, clf):
 
 
 def test_is_hf_source(tmp_path):
-    assert hf.is_hf_source({})
-    assert hf.is_hf_source(tmp_path / "w.safetensors") and hf.is_hf_source("x/pytorch_model.bin")
-    assert not hf.is_hf_source(tmp_path)  # an empty directory
+    assert hf_loader.is_hf_source({})
+    assert hf_loader.is_hf_source(tmp_path / "w.safetensors")
+    assert hf_loader.is_hf_source("x/pytorch_model.bin")
+    assert not hf_loader.is_hf_source(tmp_path)  # an empty directory
     (tmp_path / "config.json").write_text("{}")
-    assert not hf.is_hf_source(tmp_path)  # config but no weights
+    assert not hf_loader.is_hf_source(tmp_path)  # config but no weights
     (tmp_path / "pytorch_model.bin").write_bytes(b"")
-    assert hf.is_hf_source(tmp_path)
-    assert not hf.is_hf_source(tmp_path / "model.keras")
-    assert not hf.is_hf_source("mobilenet_v1_0.25_128")
+    assert hf_loader.is_hf_source(tmp_path)
+    assert not hf_loader.is_hf_source(tmp_path / "model.keras")
+    assert not hf_loader.is_hf_source("mobilenet_v1_0.25_128")
     with pytest.raises(ValueError, match="not a Hugging Face source"):
-        hf.load_hf(tmp_path / "model.keras")
+        hf_loader.load_hf(tmp_path / "model.keras")
     with pytest.raises(FileNotFoundError):
-        hf.load_hf(tmp_path / "missing.safetensors")
+        hf_loader.load_hf(tmp_path / "missing.safetensors")
 
 
 def test_corrupt_safetensors_is_a_value_error(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
     with pytest.raises(ValueError, match="cannot read"):
-        hf.load_hf(bad)
+        hf_loader.load_hf(bad)
 
 
 # ----- command line -----
@@ -490,6 +467,6 @@ def test_cli_convert_keras_to_hf_and_back(tmp_path, clf, capsys):
     assert main(["convert", str(src), str(hf_dir)]) == 1  # exists, no --force
     assert "already exists" in capsys.readouterr().err
     assert main(["convert", str(src), str(tmp_path / "w.safetensors")]) == 0
-    assert_same_weights(clf, hf.load_hf(tmp_path / "w.safetensors", tf_padding=False))
+    assert_same_weights(clf, hf_loader.load_hf(tmp_path / "w.safetensors", tf_padding=False))
     assert main(["convert", str(tmp_path / "w.safetensors"), str(tmp_path / "w.keras")]) == 0
     assert_same_weights(clf, keras.saving.load_model(tmp_path / "w.keras"))

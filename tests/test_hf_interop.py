@@ -15,6 +15,7 @@ from conftest import fixture_path, randomize, require_module
 
 from converters import hf
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model
+from tf_mobilenet_v1.loaders import hf as hf_loader
 
 pytestmark = pytest.mark.interop
 ATOL = 1e-4
@@ -112,7 +113,7 @@ def _same_weights(a, b):
         assert np.array_equal(np.asarray(w.numpy()), wb[w.path]), w.path
 
 
-# ----- ours -> HF directory -> transformers: the matrix -----
+# ----- ours -> HF directory -> transformers: depth multipliers x sizes x paddings -----
 def _matrix():
     for depth in (0.25, 0.75, 1.0):
         for size in (224, 225, 97, 32):
@@ -153,7 +154,7 @@ def test_transformers_to_ours(tmp_path, torch, transformers, depth, size, tf_pad
                                          num_labels=7)
     theirs = _randomize_torch(torch, transformers.MobileNetV1ForImageClassification(cfg), 5)
     theirs.save_pretrained(tmp_path / "hf")
-    ours = hf.load_hf(tmp_path / "hf", output_hidden_states=True)
+    ours = hf_loader.load_hf(tmp_path / "hf", output_hidden_states=True)
     assert ours.config.tf_padding is tf_padding and ours.config.num_labels == 7
     _compare(torch, ours, theirs, _inputs(size, seed=1))
 
@@ -163,11 +164,11 @@ def test_transformers_backbone_to_ours(tmp_path, torch, transformers):
     cfg = transformers.MobileNetV1Config(depth_multiplier=0.25, tf_padding=False)
     theirs = _randomize_torch(torch, transformers.MobileNetV1Model(cfg), 6)
     theirs.save_pretrained(tmp_path / "hf")
-    ours = hf.load_hf(tmp_path / "hf", cls=MobileNetV1Model, output_hidden_states=True)
+    ours = hf_loader.load_hf(tmp_path / "hf", cls=MobileNetV1Model, output_hidden_states=True)
     _compare(torch, ours, theirs, _inputs(64), head=False)
     # The same bare state dict in memory also fills our classifier's backbone.
     with pytest.warns(UserWarning, match="only the backbone"):
-        clf = hf.load_hf(theirs.state_dict(), tf_padding=False, output_hidden_states=True)
+        clf = hf_loader.load_hf(theirs.state_dict(), tf_padding=False, output_hidden_states=True)
     x = _inputs(64)
     mine = clf(x, training=False)["hidden_states"][-1]
     ref = _run_hf(torch, theirs, x).last_hidden_state.numpy()
@@ -178,7 +179,7 @@ def test_in_memory_torch_state_dict(tmp_path, torch, transformers):
     cfg = transformers.MobileNetV1Config(depth_multiplier=0.25, num_labels=4,
                                          classifier_dropout_prob=0.001)
     theirs = _randomize_torch(torch, transformers.MobileNetV1ForImageClassification(cfg), 7)
-    ours = hf.load_hf(theirs.state_dict(), output_hidden_states=True)  # config from shapes
+    ours = hf_loader.load_hf(theirs.state_dict(), output_hidden_states=True)  # config from shapes
     assert ours.config.depth_multiplier == 0.25 and ours.config.num_labels == 4
     _compare(torch, ours, theirs, _inputs(40))
     # bfloat16 tensors widen exactly to float32.
@@ -188,7 +189,7 @@ def test_in_memory_torch_state_dict(tmp_path, torch, transformers):
 
     save_file(half, str(tmp_path / "half.safetensors"))
     for source in (half, tmp_path / "half.safetensors"):
-        widened = hf.keras_to_state_dict(hf.load_hf(source))
+        widened = hf.keras_to_state_dict(hf_loader.load_hf(source))
         for key, value in half.items():
             assert np.array_equal(widened[key], value.float().numpy()), key
 
@@ -208,23 +209,23 @@ def test_bin_files_both_ways(tmp_path, torch, transformers):
     cfg = transformers.MobileNetV1Config(depth_multiplier=0.25, num_labels=6, tf_padding=False)
     model = transformers.MobileNetV1ForImageClassification(cfg)
     model.load_state_dict(sd, strict=True)
-    _same_weights(ours, hf.load_hf(tmp_path / "w.bin", tf_padding=False))
+    _same_weights(ours, hf_loader.load_hf(tmp_path / "w.bin", tf_padding=False))
 
     hf.save_hf(ours, tmp_path / "hf", pytorch_bin=True)
     assert sorted(os.listdir(tmp_path / "hf")) == [
         "config.json", "model.safetensors", "preprocessor_config.json", "pytorch_model.bin"]
     os.remove(tmp_path / "hf" / "model.safetensors")  # force the .bin path
-    _same_weights(ours, hf.load_hf(tmp_path / "hf"))
+    _same_weights(ours, hf_loader.load_hf(tmp_path / "hf"))
 
     torch.save(model.state_dict(), tmp_path / "from_torch.bin")
-    _same_weights(ours, hf.load_hf(tmp_path / "from_torch.bin", tf_padding=False))
+    _same_weights(ours, hf_loader.load_hf(tmp_path / "from_torch.bin", tf_padding=False))
 
 
 def test_bin_with_python_objects_is_refused(tmp_path, torch):
     torch.save({"conv_stem.convolution.weight": torch.zeros(8, 3, 3, 3),
                 "note": fractions.Fraction(1, 3)}, tmp_path / "odd.bin")
     with pytest.raises(ValueError, match="not a plain PyTorch state dict"):
-        hf.load_hf(tmp_path / "odd.bin")
+        hf_loader.load_hf(tmp_path / "odd.bin")
 
 
 # ----- round trips through transformers -----
@@ -234,7 +235,7 @@ def test_keras_hf_keras_bit_exact_through_transformers(tmp_path, torch, transfor
     hf.save_hf(ours, tmp_path / "a")
     theirs = _from_pretrained(transformers, "MobileNetV1ForImageClassification", tmp_path / "a")
     theirs.save_pretrained(tmp_path / "b")
-    back = hf.load_hf(tmp_path / "b")
+    back = hf_loader.load_hf(tmp_path / "b")
     _same_weights(ours, back)
     for field in ("depth_multiplier", "tf_padding", "num_labels", "id2label", "min_depth",
                   "classifier_dropout_prob", "layer_norm_eps", "hidden_act", "image_size"):
@@ -273,7 +274,7 @@ def _slim_variables(prefix):
 
 
 def test_official_slim_keras_hf_keras_slim_chain(tmp_path, torch, transformers):
-    from tf_mobilenet_v1.slim_checkpoint import save_slim_checkpoint
+    from converters.slim import save_slim_checkpoint
 
     src = fixture_path("official", "mobilenet_v1_0.25_128")
     inputs, logits = _reference("mobilenet_v1_0.25_128")
@@ -286,7 +287,7 @@ def test_official_slim_keras_hf_keras_slim_chain(tmp_path, torch, transformers):
     print(f"transformers vs frozen graph: {diff:.2e}", end=" ")
     assert diff <= ATOL
 
-    back = hf.load_hf(tmp_path / "hf")
+    back = hf_loader.load_hf(tmp_path / "hf")
     _same_weights(model, back)
     save_slim_checkpoint(back, str(tmp_path / "out.ckpt"))
     original = _slim_variables(src / "mobilenet_v1_0.25_128.ckpt")

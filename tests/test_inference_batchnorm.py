@@ -28,11 +28,11 @@ def _block(kind, stride=1, dilation=1, tf_padding=True, channels=8, seed=0, **kw
 
 def _keras_bn_path(block, x, training=False):
     """What the block computed before: Keras's conv layer, then its BatchNormalization."""
-    block.fold_inference_bn = False
+    block.fold_at_inference = False
     try:
         return block(x, training=training)
     finally:
-        block.fold_inference_bn = True
+        block.fold_at_inference = True
 
 
 def _keras_bn_model(model):
@@ -41,7 +41,7 @@ def _keras_bn_model(model):
     copy.set_weights(model.get_weights())
     for layer in copy.layers:
         if isinstance(layer, ConvBlock):
-            layer.fold_inference_bn = False
+            layer.fold_at_inference = False
     return copy
 
 
@@ -67,7 +67,7 @@ def test_inference_graph_has_fusable_ops_and_training_graph_does_not():
         graph = fn.get_concrete_function(tf.TensorSpec((1, 32, 32, 3))).graph
         return [op.type for op in graph.get_operations()]
 
-    specs = layer_specs(TINY["depth_multiplier"])
+    specs = layer_specs(depth_multiplier=TINY["depth_multiplier"])
     full = sum(s.kind != "depthwise" for s in specs)
     inference = op_types(False)
     # One FusedBatchNorm after each full / 1x1 conv (grappler merges it into the conv), a bias
@@ -76,7 +76,7 @@ def test_inference_graph_has_fusable_ops_and_training_graph_does_not():
     assert inference.count("BiasAdd") == len(specs) - full + 1  # + the Logits conv
     assert "Rsqrt" not in inference
     assert "FusedBatchNormV3" not in op_types(True)  # Keras's BN: batch statistics
-    switched_off = op_types(False, _keras_bn_model(model))  # fold_inference_bn = False
+    switched_off = op_types(False, _keras_bn_model(model))  # fold_at_inference = False
     assert "FusedBatchNormV3" not in switched_off and "Rsqrt" in switched_off
 
 
@@ -96,7 +96,7 @@ def test_predictions_follow_training_no_stale_fold():
     after = model.predict(x, verbose=0)
     assert np.abs(after - before).max() > 1e-3
     np.testing.assert_allclose(after, _keras_bn_model(model).predict(x, verbose=0), atol=1e-5)
-    np.testing.assert_allclose(after, model.fused().predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(after, model.folded().predict(x, verbose=0), atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["depthwise", "pointwise"])
@@ -118,7 +118,7 @@ def test_frozen_batchnorm_trains_through_the_folded_path(kind):
 
 def test_mixed_precision_keeps_keras_batchnorm():
     block = _block("pointwise", dtype="mixed_float16")
-    assert not block._can_fuse()
+    assert not block._can_fold_at_inference()
     x = np.random.default_rng(3).normal(size=(1, 5, 5, 8)).astype("float32")
     out = block(x, training=False)
     assert out.dtype == "float16"

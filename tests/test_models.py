@@ -59,7 +59,7 @@ def test_last_hidden_state_size(tf_padding, size):
     out = m(np.zeros((1, size, size, 3), "float32"))
     expected = size
     from tf_mobilenet_v1.architecture import layer_specs
-    for s in layer_specs(0.25):
+    for s in layer_specs(depth_multiplier=0.25):
         expected = output_size(expected, s, tf_padding)
     assert out["last_hidden_state"].shape == (1, expected, expected, 256)
     if tf_padding:
@@ -148,7 +148,7 @@ def test_config_object_and_kwargs_agree():
 @pytest.mark.parametrize("tf_padding", [True, False])
 def test_fused_batchnorm_matches(tf_padding):
     m = randomize(MobileNetV1ForImageClassification(tf_padding=tf_padding, **TINY), seed=3)
-    fused = m.fused()
+    fused = m.folded()
     assert not any("BatchNorm" in w.path for w in fused.weights)
     x = np.random.rand(2, 64, 64, 3).astype("float32")
     ref = m.predict(x, verbose=0)

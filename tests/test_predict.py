@@ -9,10 +9,10 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import fixture_path, randomize
+from conftest import fixture_path, tiny_model
 from PIL import Image
 
-from tf_mobilenet_v1 import MobileNetV1ForImageClassification, imagenet_labels
+from tf_mobilenet_v1 import imagenet_labels
 from tf_mobilenet_v1.cli import main
 from tf_mobilenet_v1.models import decode_predictions
 from tf_mobilenet_v1.predict import _progress_bar, classify, run_predict
@@ -24,8 +24,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A random 0.25x MobileNet V1 at 32 px with the 1001 ImageNet classes, saved as .keras."""
-    model = randomize(MobileNetV1ForImageClassification(depth_multiplier=0.25, image_size=SIZE),
-                      seed=3)
+    model = tiny_model(seed=3, image_size=SIZE)
     path = tmp_path_factory.mktemp("weights") / "tiny.keras"
     model.save(path)
     return model, str(path)

@@ -15,11 +15,13 @@ from tf_mobilenet_v1.preprocessing import (
     MobileNetV1ImageProcessor,
     MobileNetV1Preprocessing,
     SlimEvalPreprocessor,
-    center_crop,
     get_preprocessor,
+    slim_eval_preprocess,
+)
+from tf_mobilenet_v1.preprocessing.processor import (
+    center_crop,
     normalize_table,
     shortest_edge_size,
-    slim_eval_preprocess,
 )
 
 PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")

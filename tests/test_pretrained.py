@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from conftest import fixture_path
 
+from converters.slim import save_slim_checkpoint
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model
 from tf_mobilenet_v1.architecture import hidden_state_names
 from tf_mobilenet_v1.cli import main
-from tf_mobilenet_v1.pretrained import PretrainedWarning, load_any
-from tf_mobilenet_v1.slim_checkpoint import DATA_SUFFIX, save_slim_checkpoint
+from tf_mobilenet_v1.loaders.dispatch import PretrainedWarning, load_any
+from tf_mobilenet_v1.loaders.tf_checkpoint import DATA_SUFFIX
 
 TOL = 1e-4
 SLIM_REF = ("slim_reference", "mobilenet_v1_0.5_160")
@@ -203,34 +204,34 @@ def test_keras_files_as_sources(tmp_path):
         assert len(backbone(ref["inputs"][:1])["hidden_states"]) == 26
         with pytest.raises(ValueError, match="use_ema applies to TF-slim"):
             load_any(src, use_ema=True)
-    fused = MobileNetV1ForImageClassification.from_pretrained(h5_path, fuse_batchnorm=True)
-    assert fused.fuse_batchnorm
+    fused = MobileNetV1ForImageClassification.from_pretrained(h5_path, fold_batchnorm=True)
+    assert fused.fold_batchnorm
     assert _maxdiff(fused(ref["inputs"], training=False), expected) < 1e-4
 
 
 def test_fused_source_cannot_be_unfolded(tmp_path):
     model = MobileNetV1ForImageClassification(depth_multiplier=0.25, image_size=32,
-                                              num_labels=3).fused()
+                                              num_labels=3).folded()
     path = str(tmp_path / "fused.weights.h5")
     model.save_weights(path)
     again = load_any(path)
-    assert again.fuse_batchnorm
+    assert again.fold_batchnorm
     with pytest.raises(ValueError, match="cannot be unfolded"):
-        MobileNetV1ForImageClassification.from_pretrained(path, fuse_batchnorm=False)
+        MobileNetV1ForImageClassification.from_pretrained(path, fold_batchnorm=False)
 
 
-def test_hugging_face_sources_go_to_converters_hf(tmp_path, monkeypatch):
+def test_hugging_face_sources_go_to_loaders_hf(tmp_path, monkeypatch):
     calls = []
 
     def load_hf(path, cls=MobileNetV1ForImageClassification, **overrides):
         calls.append((path, cls, overrides))
         return cls(depth_multiplier=0.25, image_size=32, **overrides)
 
-    import converters.hf as real
+    import tf_mobilenet_v1.loaders.hf as real
 
     stub = types.SimpleNamespace(load_hf=load_hf, is_hf_source=real.is_hf_source,
                                  has_classifier=real.has_classifier)
-    monkeypatch.setitem(sys.modules, "converters.hf", stub)
+    monkeypatch.setitem(sys.modules, "tf_mobilenet_v1.loaders.hf", stub)
     from safetensors.numpy import save_file
 
     hf_dir = tmp_path / "hf"
@@ -267,8 +268,8 @@ def test_hugging_face_round_trip_through_converters_hf(tmp_path):
         assert type(again) is MobileNetV1ForImageClassification
         assert _maxdiff(again(x, training=False), expected) < 1e-5
     fused = MobileNetV1ForImageClassification.from_pretrained(str(tmp_path / "hf"),
-                                                              fuse_batchnorm=True)
-    assert fused.fuse_batchnorm and _maxdiff(fused(x, training=False), expected) < 1e-4
+                                                              fold_batchnorm=True)
+    assert fused.fold_batchnorm and _maxdiff(fused(x, training=False), expected) < 1e-4
 
 
 def test_bad_arguments_and_paths(tmp_path):
@@ -301,7 +302,8 @@ def test_cli_convert_tarball_to_keras(tmp_path, suffix):
 
 
 def test_cli_convert_tarball_to_slim_checkpoint_is_bit_exact(tmp_path):
-    from tf_mobilenet_v1.slim_checkpoint import read_checkpoint, slim_name_map
+    from tf_mobilenet_v1.loaders.slim import slim_name_map
+    from tf_mobilenet_v1.loaders.tf_checkpoint import read_checkpoint
 
     src = str(fixture_path("official", "mobilenet_v1_0.25_128_frozen.tgz"))
     dst = str(tmp_path / "mobilenet_v1_0.25_128.ckpt")

@@ -13,7 +13,7 @@ from conftest import fixture_path
 
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, count_macs, count_params, registry
 from tf_mobilenet_v1.architecture import layer_specs
-from tf_mobilenet_v1.slim_checkpoint import DATA_SUFFIX
+from tf_mobilenet_v1.loaders.tf_checkpoint import DATA_SUFFIX
 
 # slim's table says 34 million MACs for 0.25_192, but the architecture gives 30.2 million (all
 # other rows agree within 3% or rounding); the published figure is kept as published.
@@ -38,7 +38,7 @@ def test_32_entries_with_urls_and_figures():
 
 def test_figures_agree_with_the_architecture():
     for name, c in registry.CHECKPOINTS.items():
-        specs = layer_specs(c.depth_multiplier)
+        specs = layer_specs(depth_multiplier=c.depth_multiplier)
         params = count_params(specs, 1001)
         assert abs(params - c.params) / params < 0.01, name
         macs = count_macs(specs, c.resolution, 1001) / 1e6
@@ -60,13 +60,13 @@ def test_offline_download_fails_with_one_clear_sentence(monkeypatch, tmp_path):
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(OSError) as e:
-        registry.download("mobilenet_v1_1.0_224", cache_dir=str(tmp_path))
+        registry.download("mobilenet_v1_0.5_160", cache_dir=str(tmp_path))
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg.startswith("could not download mobilenet_v1_1.0_224")
+    assert msg.startswith("could not download mobilenet_v1_0.5_160")
     assert "no network?" in msg and "pass a local checkpoint, .tgz or Hugging Face" in msg
     with pytest.raises(OSError, match="could not download"):
-        MobileNetV1ForImageClassification.from_pretrained("mobilenet_v1_1.0_224")
+        MobileNetV1ForImageClassification.from_pretrained("mobilenet_v1_0.5_160")
 
 
 def test_download_arguments(monkeypatch, tmp_path):

@@ -10,17 +10,13 @@ import tarfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import fixture_path, randomize
+from conftest import fixture_path, randomize, tiny_model
 
+from converters.slim import save_slim_checkpoint
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model, layer_specs
-from tf_mobilenet_v1.slim_checkpoint import (
-    DATA_SUFFIX,
-    keras_weight_shapes,
-    read_checkpoint,
-    read_slim,
-    save_slim_checkpoint,
-    slim_name_map,
-)
+from tf_mobilenet_v1.architecture import model_weight_shapes
+from tf_mobilenet_v1.loaders.slim import read_slim, slim_name_map
+from tf_mobilenet_v1.loaders.tf_checkpoint import DATA_SUFFIX, read_checkpoint
 
 OFFICIAL = ("official", "mobilenet_v1_0.25_128")
 PREFIX = "mobilenet_v1_0.25_128.ckpt"
@@ -39,8 +35,7 @@ def _write_raw(prefix: str, tensors: dict[str, np.ndarray]) -> str:
 
 
 def _tiny(seed=0, **fields):
-    fields = {"depth_multiplier": 0.25, "image_size": 32, "num_labels": 5, **fields}
-    return randomize(MobileNetV1ForImageClassification(**fields), seed)
+    return tiny_model(seed=seed, **{"num_labels": 5, **fields})
 
 
 # ----- the name table -----
@@ -58,14 +53,14 @@ def test_name_table_is_derived_and_matches_the_official_checkpoint():
 
 def test_keras_paths_and_shapes_equal_the_models():
     model = _tiny()
-    shapes = keras_weight_shapes(model.config)
+    shapes = model_weight_shapes(model.config)
     assert {v.path: tuple(v.shape) for v in model.weights} == shapes
     assert set(shapes) == set(slim_name_map().values())
-    fused = model.fused()
+    fused = model.folded()
     assert {v.path: tuple(v.shape) for v in fused.weights} == \
-        keras_weight_shapes(model.config, fused=True)
+        model_weight_shapes(model.config, folded=True)
     backbone = MobileNetV1Model(model.config)
-    assert {v.path for v in backbone.weights} == set(keras_weight_shapes(model.config,
+    assert {v.path for v in backbone.weights} == set(model_weight_shapes(model.config,
                                                                           head=False))
 
 
@@ -309,31 +304,18 @@ def test_keras_slim_keras_is_bit_exact(tmp_path):
     assert "MobilenetV1/Logits/Conv2d_1c_1x1/weights" not in read_checkpoint(prefix)
 
 
-def test_writer_refuses_overwrite_and_bad_models(tmp_path):
+def test_writer_strips_index_and_refuses_bad_models(tmp_path):
     model = _tiny()
     dst = str(tmp_path / "w.ckpt")
     save_slim_checkpoint(model, dst)
-    stamp = os.path.getmtime(dst + ".index")
-    with pytest.raises(FileExistsError, match="force"):
-        save_slim_checkpoint(model, dst)
-    assert os.path.getmtime(dst + ".index") == stamp
     save_slim_checkpoint(_tiny(seed=9), dst + ".index", force=True)  # .index is stripped
     np.testing.assert_array_equal(
         read_checkpoint(dst)["MobilenetV1/Conv2d_0/weights"],
         _tiny(seed=9).get_layer("Conv2d_0").conv.kernel.numpy())
     with pytest.raises(ValueError, match="batch-norm-folded"):
-        save_slim_checkpoint(model.fused(), str(tmp_path / "f.ckpt"))
+        save_slim_checkpoint(model.folded(), str(tmp_path / "f.ckpt"))
     partial = MobileNetV1Model(model.config, feature_layers=["Conv2d_5_pointwise"])
     with pytest.raises(ValueError, match="not a complete MobileNet V1"):
         save_slim_checkpoint(partial, str(tmp_path / "p.ckpt"))
     assert sorted(os.listdir(tmp_path)) == ["w.ckpt" + DATA_SUFFIX, "w.ckpt.index"]
 
-
-def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    def boom(**kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(tf.raw_ops, "SaveV2", boom)
-    with pytest.raises(OSError, match="disk full"):
-        save_slim_checkpoint(_tiny(), str(tmp_path / "x.ckpt"))
-    assert os.listdir(tmp_path) == []

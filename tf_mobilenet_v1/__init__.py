@@ -14,7 +14,7 @@ _EXPORTS = {
     "imagenet_labels": "labels",
     "MobileNetV1ForImageClassification": "models",
     "MobileNetV1Model": "models",
-    "decode_predictions": "models",
+    "decode_predictions": "outputs",
     "MobileNetV1ImageProcessor": "preprocessing",
     "MobileNetV1Preprocessing": "preprocessing",
 }

@@ -13,6 +13,8 @@ from typing import Any
 
 from .architecture import VALID_OUTPUT_STRIDES
 from .labels import default_id2label
+from .variants import FORMAT as VARIANT_FORMAT
+from .variants import parse_variant, release_stem, variant_name
 
 ACTIVATIONS = ("relu6", "relu", "gelu", "silu", "swish", "tanh", "sigmoid", "linear")
 MIN_INPUT_SIZE = 32
@@ -181,23 +183,16 @@ class MobileNetV1Config:
     @property
     def variant(self) -> str:
         """Slim-style name, e.g. ``mobilenet_v1_0.75_192``."""
-        return f"mobilenet_v1_{self.depth_multiplier!r}_{self.image_size}"
+        return variant_name(self.depth_multiplier, self.image_size)
 
     @classmethod
     def from_variant(cls, name: str, **overrides) -> MobileNetV1Config:
         """Parse ``mobilenet_v1_<alpha>_<res>[_quant]`` into a config."""
-        base = os.path.basename(str(name)).split(".tgz")[0]
-        parts = base.replace("_frozen", "").replace("_quant", "").split("_")
-        try:
-            if parts[:2] != ["mobilenet", "v1"] or len(parts) != 4:
-                raise ValueError
-            alpha, res = float(parts[2]), int(parts[3])
-        except ValueError:
-            raise ValueError(
-                f"unknown variant {name!r}; expected mobilenet_v1_<alpha>_<resolution>, "
-                "e.g. mobilenet_v1_0.75_192"
-            ) from None
-        return cls(**{"depth_multiplier": alpha, "image_size": res, **overrides})
+        v = parse_variant(release_stem(str(name)))
+        if v is None:
+            raise ValueError(f"unknown variant {name!r}; expected {VARIANT_FORMAT}")
+        return cls(**{"depth_multiplier": v.depth_multiplier, "image_size": v.resolution,
+                      **overrides})
 
 
 def _sample(items, n: int = 3) -> str:

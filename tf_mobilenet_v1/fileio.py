@@ -29,10 +29,15 @@ def _apply_umask(path: str) -> None:
     0600, which a server running as another user could not read)."""
     mask = os.umask(0)
     os.umask(mask)
-    if os.path.isdir(path):
-        os.chmod(path, 0o777 & ~mask)
-    elif os.path.isfile(path):
+    if os.path.isfile(path):
         os.chmod(path, 0o666 & ~mask)
+    elif os.path.isdir(path):
+        # Every file of a directory output too (safetensors writes its file as 0600).
+        for root, _dirs, files in os.walk(path):
+            os.chmod(root, 0o777 & ~mask)
+            for name in files:
+                if not os.path.islink(os.path.join(root, name)):
+                    os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
 @contextlib.contextmanager

@@ -13,13 +13,12 @@ def describe(variant: str | MobileNetV1Config) -> str:
     if isinstance(variant, MobileNetV1Config):
         cfg = variant
     elif os.path.exists(variant) or os.path.exists(f"{variant}.index"):
-        from .pretrained import load_any
+        from .loaders.dispatch import load_any
 
         cfg = load_any(variant).config  # the weights' own config, not a guess from the name
     else:
         cfg = MobileNetV1Config.from_variant(variant)
-    specs = layer_specs(cfg.depth_multiplier, cfg.min_depth, cfg.output_stride,
-                        cfg.num_channels)
+    specs = layer_specs(cfg)
     fields = {k: v for k, v in cfg.to_dict().items() if k not in ("id2label", "label2id")}
     lines = [cfg.variant]
     lines += [f"  {k:<24}{v}" for k, v in fields.items()]

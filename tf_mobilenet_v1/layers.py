@@ -39,7 +39,7 @@ class ConvBlock(keras.layers.Layer):
 
     ``kind`` is ``"conv"``, ``"depthwise"`` or ``"pointwise"``. ``tf_padding=True`` uses
     TensorFlow's SAME padding (no pad op); ``False`` pads ``kernel // 2`` on every side, then
-    VALID, as PyTorch does. ``use_batchnorm=False`` is the inference-time folded form: the
+    VALID, as PyTorch does. ``fold_batchnorm=True`` is the inference-time folded form: the
     convolution gets a bias and there is no batch-norm layer (see ``folded_weights``).
 
     At inference (``training`` false, or a frozen batch norm) the batch norm is applied in a
@@ -59,7 +59,7 @@ class ConvBlock(keras.layers.Layer):
         epsilon: float = 1e-3,
         momentum: float = BN_MOMENTUM,
         initializer_range: float = 0.02,
-        use_batchnorm: bool = True,
+        fold_batchnorm: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -68,14 +68,14 @@ class ConvBlock(keras.layers.Layer):
         self.kind, self.filters, self.kernel_size = kind, filters, kernel_size
         self.strides, self.dilation_rate, self.tf_padding = strides, dilation_rate, tf_padding
         self.activation_name, self.epsilon, self.momentum = activation, epsilon, momentum
-        self.initializer_range, self.use_batchnorm = initializer_range, use_batchnorm
+        self.initializer_range, self.fold_batchnorm = initializer_range, bool(fold_batchnorm)
         self._pad = 0 if tf_padding else (kernel_size // 2) * dilation_rate
         common = dict(
             kernel_size=kernel_size,
             strides=strides,
             dilation_rate=dilation_rate,
             padding="same" if tf_padding else "valid",
-            use_bias=not use_batchnorm,
+            use_bias=self.fold_batchnorm,
             dtype=self.dtype_policy,
         )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
@@ -88,11 +88,11 @@ class ConvBlock(keras.layers.Layer):
         self.bn = (
             keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum,
                                             name="BatchNorm", dtype=self.dtype_policy)
-            if use_batchnorm else None
+            if not self.fold_batchnorm else None
         )
         self._act = _ACTIVATIONS[activation]
         # Runtime switch, not saved: False runs Keras's BatchNormalization at inference too.
-        self.fold_inference_bn = True
+        self.fold_at_inference = True
 
     def build(self, input_shape):
         if self._pad:
@@ -108,7 +108,7 @@ class ConvBlock(keras.layers.Layer):
             p = self._pad
             x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
         bn = self.bn
-        if bn is not None and not (training and bn.trainable) and self._can_fuse():
+        if bn is not None and not (training and bn.trainable) and self._can_fold_at_inference():
             x = self._conv_bn_inference(x)
         else:
             x = self.conv(x)
@@ -116,16 +116,17 @@ class ConvBlock(keras.layers.Layer):
                 x = bn(x, training=training)
         return self._act(x)
 
-    def _can_fuse(self) -> bool:
+    def _can_fold_at_inference(self) -> bool:
         # The fused ops need float32 batch-norm statistics and TensorFlow tensors.
-        return (self.fold_inference_bn and self.compute_dtype == "float32"
+        return (self.fold_at_inference and self.compute_dtype == "float32"
                 and keras.backend.backend() == "tensorflow")
 
     def _conv_bn_inference(self, x):
         """Conv + inference batch norm as ops that grappler fuses into one conv kernel.
 
-        Keras's batch norm is a separate multiply and add over the activations; this form is
-        1.25-1.33x faster at batch 32 on 1.0_224 (benchmarks/RESULTS.md, runs 4 and 5).
+        Keras's batch norm is a separate multiply and add over the activations, a full extra
+        pass over memory after every convolution; this form lets the optimizer remove it
+        (``benchmarks``: ``ours_predict`` against ``ours_predict_keras_bn``).
         Conv2D + FusedBatchNorm is fused as is; a depthwise conv is only fused with a bias, so
         its small kernel is scaled instead.
         """
@@ -167,6 +168,13 @@ class ConvBlock(keras.layers.Layer):
         kernel = scale_kernel(kernel, scale, self.kind)
         return [kernel.astype(np.float32), bias.astype(np.float32)]
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "use_batchnorm" in config:  # the key of .keras files saved before version 0.2
+            config["fold_batchnorm"] = not config.pop("use_batchnorm")
+        return cls(**config)
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -180,5 +188,5 @@ class ConvBlock(keras.layers.Layer):
             "epsilon": self.epsilon,
             "momentum": self.momentum,
             "initializer_range": self.initializer_range,
-            "use_batchnorm": self.use_batchnorm,
+            "fold_batchnorm": self.fold_batchnorm,
         }

@@ -16,6 +16,7 @@ from keras import ops
 from .architecture import LOGITS_NAME, hidden_state_names, layer_specs
 from .config import MIN_INPUT_SIZE, MobileNetV1Config
 from .layers import ConvBlock
+from .outputs import decode_predictions, logits_of
 
 _PACKAGE = "tf_mobilenet_v1"
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
@@ -54,11 +55,10 @@ def _input_shape(config: MobileNetV1Config, input_shape) -> tuple:
     return input_shape
 
 
-def _backbone(inputs, config: MobileNetV1Config, fuse_batchnorm: bool) -> dict:
+def _backbone(inputs, config: MobileNetV1Config, fold_batchnorm: bool) -> dict:
     """Apply the 27 layers; return every layer's output by slim name."""
     outputs, x = {}, inputs
-    for spec in layer_specs(config.depth_multiplier, config.min_depth, config.output_stride,
-                            config.num_channels):
+    for spec in layer_specs(config):
         x = ConvBlock(
             spec.kind,
             spec.out_channels,
@@ -69,7 +69,7 @@ def _backbone(inputs, config: MobileNetV1Config, fuse_batchnorm: bool) -> dict:
             activation=config.hidden_act,
             epsilon=config.layer_norm_eps,
             initializer_range=config.initializer_range,
-            use_batchnorm=not fuse_batchnorm,
+            fold_batchnorm=fold_batchnorm,
             name=spec.name,
         )(x)
         outputs[spec.name] = x
@@ -97,12 +97,12 @@ def _squeeze(x, name):
 class _MobileNetV1Base(keras.Model):
     """Shared config handling, serialization and loading for both models."""
 
-    def _init_common(self, config, input_shape, fuse_batchnorm, kwargs):
+    def _init_common(self, config, input_shape, fold_batchnorm, kwargs):
         self.config = _resolve_config(config, kwargs)
         self._input_shape_arg = None if input_shape is None else tuple(input_shape)
-        self.fuse_batchnorm = bool(fuse_batchnorm)
+        self.fold_batchnorm = bool(fold_batchnorm)
         inputs = keras.Input(_input_shape(self.config, input_shape), name="pixel_values")
-        return inputs, _backbone(inputs, self.config, self.fuse_batchnorm)
+        return inputs, _backbone(inputs, self.config, self.fold_batchnorm)
 
     def get_config(self):
         return {
@@ -110,7 +110,7 @@ class _MobileNetV1Base(keras.Model):
             "trainable": self.trainable,
             **self.config.to_dict(),
             "input_shape": self._input_shape_arg,
-            "fuse_batchnorm": self.fuse_batchnorm,
+            "fold_batchnorm": self.fold_batchnorm,
             **self._extra_config(),
         }
 
@@ -120,6 +120,8 @@ class _MobileNetV1Base(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if "fuse_batchnorm" in config:  # the key of .keras files saved before version 0.2
+            config["fold_batchnorm"] = config.pop("fuse_batchnorm")
         fields = {k: config.pop(k) for k in list(config) if k in _CONFIG_FIELDS}
         return cls(MobileNetV1Config.from_dict(fields), **config)
 
@@ -139,29 +141,29 @@ class _MobileNetV1Base(keras.Model):
     @classmethod
     def from_pretrained(cls, name_or_path, **config_overrides):
         """Load official weights by registry name, or any checkpoint / HF path (see README)."""
-        from .pretrained import load_pretrained
+        from .loaders.dispatch import load_pretrained
 
         return load_pretrained(cls, name_or_path, **config_overrides)
 
-    def fused(self):
+    def folded(self):
         """An inference copy with batch norm folded into the convolutions (bias, no BN).
 
         Not needed for speed (inference already folds batch norm on the fly, from the live
         weights); it gives a graph without BN variables, e.g. for export, and goes stale if
         the original is trained afterwards.
         """
-        if self.fuse_batchnorm:
+        if self.fold_batchnorm:
             return self
         cfg = self.get_config()
-        cfg["fuse_batchnorm"] = True
-        fused = type(self).from_config(cfg)
-        for layer in fused.layers:
+        cfg["fold_batchnorm"] = True
+        folded = type(self).from_config(cfg)
+        for layer in folded.layers:
             src = self.get_layer(layer.name)
             if isinstance(layer, ConvBlock):
                 layer.conv.set_weights(src.folded_weights())
             elif layer.weights:
                 layer.set_weights(src.get_weights())
-        return fused
+        return folded
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -175,8 +177,8 @@ class MobileNetV1Model(_MobileNetV1Base):
     """
 
     def __init__(self, config=None, *, input_shape=None, feature_layers: Sequence[str] = None,
-                 fuse_batchnorm=False, name="mobilenet_v1", **kwargs):
-        inputs, feats = self._init_common(config, input_shape, fuse_batchnorm, kwargs)
+                 fold_batchnorm=False, name="mobilenet_v1", **kwargs):
+        inputs, feats = self._init_common(config, input_shape, fold_batchnorm, kwargs)
         if feature_layers:
             unknown = [n for n in feature_layers if n not in feats]
             if unknown:
@@ -210,9 +212,9 @@ class MobileNetV1ForImageClassification(_MobileNetV1Base):
     and ``hidden_states``.
     """
 
-    def __init__(self, config=None, *, input_shape=None, fuse_batchnorm=False,
+    def __init__(self, config=None, *, input_shape=None, fold_batchnorm=False,
                  name="mobilenet_v1_classifier", **kwargs):
-        inputs, feats = self._init_common(config, input_shape, fuse_batchnorm, kwargs)
+        inputs, feats = self._init_common(config, input_shape, fold_batchnorm, kwargs)
         cfg = self.config
         x = _pool(feats[hidden_state_names()[-1]], cfg)
         x = keras.layers.Dropout(cfg.classifier_dropout_prob, name="Dropout_1b")(x)
@@ -230,30 +232,10 @@ class MobileNetV1ForImageClassification(_MobileNetV1Base):
 
     def predict_proba(self, x, **predict_kwargs) -> np.ndarray:
         """Softmax probabilities over ``num_labels`` (same arguments as ``predict``)."""
-        out = self.predict(x, **predict_kwargs)
-        logits = out["logits"] if isinstance(out, dict) else out
+        logits = logits_of(self.predict(x, **predict_kwargs))
         return np.asarray(ops.softmax(logits, axis=-1))
 
     def decode(self, logits, top_k: int = 5) -> list[list[tuple[int, str, float]]]:
         """Top-k ``(index, label, probability)`` for each row of ``logits``."""
         return decode_predictions(logits, top_k, self.config.id2label)
 
-
-def decode_predictions(logits, top_k: int = 5, id2label: dict[int, str] | None = None):
-    """Top-k ``(index, label, probability)`` per row of (B, num_labels) logits."""
-    if isinstance(logits, dict):  # output_hidden_states=True
-        logits = logits["logits"]
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    logits = np.asarray(logits, np.float64)
-    if logits.ndim != 2:
-        raise ValueError(f"expected (batch, num_labels) logits, got shape {logits.shape}")
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    id2label = id2label or {}
-    top_k = min(top_k, logits.shape[1])
-    result = []
-    for row in probs:
-        idx = np.argsort(-row, kind="stable")[:top_k]
-        result.append([(int(i), id2label.get(int(i), str(int(i))), float(row[i])) for i in idx])
-    return result

@@ -18,7 +18,7 @@ import numpy as np
 from .architecture import LOGITS_NAME
 from .errors import first_line
 from .images import find_images
-from .models import decode_predictions
+from .outputs import decode_predictions, logits_of
 
 # Pillow bilinear straight to the model's size, then [-1, 1]: the preprocessing of the TFLite /
 # Coral examples and of the fixtures' reference logits, under which the official weights give
@@ -26,13 +26,8 @@ from .models import decode_predictions
 DEFAULT_PREPROCESSING = "resize"
 
 
-def _logits_of(output) -> np.ndarray:
-    if isinstance(output, dict):
-        if "logits" not in output:
-            raise ValueError("the model has no classification head (a backbone); load weights "
-                             "with a Logits layer to classify images")
-        output = output["logits"]
-    logits = np.asarray(output)
+def _batch_logits(output) -> np.ndarray:
+    logits = np.asarray(logits_of(output))
     if logits.ndim != 2:
         raise ValueError(f"expected (batch, num_labels) logits, got shape {logits.shape}; use "
                          "a model with global pooling or inputs of its image_size")
@@ -103,7 +98,7 @@ def classify(paths: Sequence[str], model, processor=None, top_k: int = 5,
         top = [None] * len(idx)
         if ok.any():
             # Failed slots hold zeros; running the full batch keeps one traced shape.
-            logits = _logits_of(model.predict_on_batch(pixels))
+            logits = _batch_logits(model.predict_on_batch(pixels))
             top = decode_predictions(logits, top_k, id2label)
         for i, good, preds in zip(idx, ok, top, strict=True):
             path = paths[int(i)]
@@ -172,7 +167,7 @@ def _table(result: dict) -> str:
 
 
 def _load_model(weights):
-    from .pretrained import load_any
+    from .loaders.dispatch import load_any
 
     return load_any(weights)
 
@@ -201,9 +196,9 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
         print(f"mobilenet-v1: error: no images found in {where}", file=err)
         return 2
     get_preprocessor(preprocessing)  # reject a bad name before loading any weights
-    # No model.fused(): inference already folds batch norm into the convolutions; a folded
-    # copy was 3-8% faster at batch 32 (RESULTS.md runs 4, 5), repaying its 0.24 s only
-    # after several hundred images.
+    # No model.folded(): inference already folds batch norm into the convolutions; a folded
+    # copy is only a few percent faster, which repays the time to build it only after several
+    # hundred images.
     model = _load_model(weights)
     processor = get_preprocessor(preprocessing, model.config.image_size)
     bar = _progress_bar(len(paths), batch_size, err)

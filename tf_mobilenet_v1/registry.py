@@ -16,9 +16,9 @@ import dataclasses
 import difflib
 import hashlib
 import os
-import re
 
 from .errors import first_line
+from .variants import parse_variant, variant_name
 
 BASE_URL = "http://download.tensorflow.org/models/mobilenet_v1_2018_08_02"
 CACHE_SUBDIR = "tf_mobilenet_v1"
@@ -80,7 +80,7 @@ def _build() -> dict[str, OfficialCheckpoint]:
         for alpha, (mparams, rows) in _FIGURES.items():
             for res in RESOLUTIONS:
                 macs, f1, f5, q1, q5 = rows[res]
-                name = f"mobilenet_v1_{alpha}_{res}" + ("_quant" if quantized else "")
+                name = variant_name(float(alpha), res, quantized)
                 table[name] = OfficialCheckpoint(
                     name, float(alpha), res, quantized, f"{BASE_URL}/{name}.tgz", macs, mparams,
                     q1 if quantized else f1, q5 if quantized else f5, _CHECKSUMS.get(name))
@@ -88,17 +88,12 @@ def _build() -> dict[str, OfficialCheckpoint]:
 
 
 CHECKPOINTS: dict[str, OfficialCheckpoint] = _build()
-_NAME = re.compile(r"^mobilenet_v1_(\d*\.?\d+)_(\d+)(_quant)?$", re.IGNORECASE)
 
 
 def canonical_name(name: str) -> str | None:
     """The registry key for ``name`` (``MobileNet_v1_0.50_160`` -> ``mobilenet_v1_0.5_160``)."""
-    m = _NAME.match(str(name).strip())
-    if not m:
-        return None
-    key = f"mobilenet_v1_{float(m.group(1))!r}_{int(m.group(2))}" + ("_quant" if m.group(3)
-                                                                      else "")
-    return key if key in CHECKPOINTS else None
+    v = parse_variant(name)
+    return v.name if v is not None and v.name in CHECKPOINTS else None
 
 
 def names(quantized: bool | None = None) -> list[str]:
@@ -141,7 +136,7 @@ def verify_download(entry: OfficialCheckpoint, path: str) -> None:
         return
     import tarfile
 
-    from .tarball import _TAR_ERRORS, find_model_members
+    from .loaders.tarball import _TAR_ERRORS, find_model_members
 
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -153,11 +148,42 @@ def verify_download(entry: OfficialCheckpoint, path: str) -> None:
                          f"({first}); {delete}") from None
 
 
+# Shipped inside the package (converted by ``python -m converters.bundle``): no download needed.
+BUNDLED = {"mobilenet_v1_1.0_224": os.path.join("weights", "mobilenet_v1_1.0_224")}
+
+
+def bundled_path(name: str, must_exist: bool = True) -> str | None:
+    """The packaged Hugging Face directory of ``name``, or ``None`` when it is not bundled."""
+    key = canonical_name(name)
+    if key not in BUNDLED:
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), BUNDLED[key])
+    if must_exist and not os.path.isfile(os.path.join(path, "model.safetensors")):
+        return None
+    return path
+
+
+def cached_path(name: str, cache_dir: str | None = None) -> str | None:
+    """Where ``name`` is on this machine without a download (bundled or cached), else ``None``."""
+    entry = get(name)
+    bundled = bundled_path(entry.name)
+    if bundled is not None:
+        return bundled
+    root = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(
+        os.path.expanduser("~"), ".keras")
+    path = os.path.join(root, CACHE_SUBDIR, f"{entry.name}.tgz")
+    return path if os.path.isfile(path) else None
+
+
 def download(name: str, cache_dir: str | None = None) -> str:
-    """Download an official tarball once (Keras cache, ``tf_mobilenet_v1``); return its path."""
+    """The local copy of an official model: the bundled directory, or its tarball downloaded
+    once into the Keras cache (``~/.keras/tf_mobilenet_v1``); return its path."""
     import keras
 
     entry = get(name)
+    bundled = bundled_path(entry.name)
+    if bundled is not None:
+        return bundled
     try:
         path = keras.utils.get_file(fname=f"{entry.name}.tgz", origin=entry.url,
                                     cache_subdir=CACHE_SUBDIR, cache_dir=cache_dir)

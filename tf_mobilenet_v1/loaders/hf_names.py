@@ -1,4 +1,4 @@
-"""Hugging Face ``MobileNetV1`` state-dict names and layouts, derived from ``layer_specs``.
+"""Hugging Face ``MobileNetV1`` file names, state-dict names and layouts, from ``layer_specs``.
 
 One row per tensor: the PyTorch key, the Keras variable path, the PyTorch shape and the name of
 a layout transform. The same rows drive export (Keras -> PyTorch) and import (PyTorch -> Keras);
@@ -15,9 +15,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tf_mobilenet_v1.architecture import LOGITS_NAME, LayerSpec, layer_specs
-from tf_mobilenet_v1.config import MobileNetV1Config
+from ..architecture import LayerSpec, head_shapes, kernel_path, layer_specs, weight_shapes
 
+MODEL_TYPE = "mobilenet_v1"
+CONFIG_NAME = "config.json"
+PREPROCESSOR_NAME = "preprocessor_config.json"
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+# Weight files of an HF directory, in the order transformers prefers them.
+WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_NAME + ".index.json",
+                PYTORCH_NAME, PYTORCH_NAME + ".index.json")
 PREFIX = "mobilenet_v1."  # HF's base_model_prefix inside MobileNetV1ForImageClassification
 CLASSIFIER = "classifier"
 NUM_BATCHES_TRACKED = "num_batches_tracked"
@@ -98,41 +105,42 @@ def hf_module_name(index: int, spec: LayerSpec) -> str:
     return f"layer.{index - 1}"
 
 
+def _hf_shape(transform: str, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The PyTorch shape a Keras shape takes under ``transform`` (on a zero-byte view)."""
+    view = np.broadcast_to(np.zeros((), np.float32), keras_shape)
+    return tuple(TRANSFORMS[transform].to_hf(view).shape)
+
+
+_BN_KERAS_TO_HF = {keras_name: hf_name for hf_name, keras_name in BN_NAMES}
+
+
 def _layer_rows(module: str, spec: LayerSpec) -> list[HFTensor]:
-    k = spec.kernel
-    if spec.kind == "depthwise":
-        kernel = HFTensor(f"{module}.convolution.weight", f"{spec.name}/depthwise/kernel",
-                          "depthwise", (spec.in_channels, 1, k, k))
-    else:
-        kernel = HFTensor(f"{module}.convolution.weight", f"{spec.name}/conv/kernel",
-                          "conv", (spec.out_channels, spec.in_channels, k, k))
-    rows = [kernel]
-    for hf_name, keras_name in BN_NAMES:
-        rows.append(HFTensor(f"{module}.normalization.{hf_name}",
-                             f"{spec.name}/BatchNorm/{keras_name}", "identity",
-                             (spec.out_channels,)))
+    rows = []
+    for path, shape in weight_shapes(spec).items():
+        if path == kernel_path(spec):
+            transform = "depthwise" if spec.kind == "depthwise" else "conv"
+            hf_key = f"{module}.convolution.weight"
+        else:
+            transform = "identity"
+            hf_key = f"{module}.normalization.{_BN_KERAS_TO_HF[path.split('/')[-1]]}"
+        rows.append(HFTensor(hf_key, f"{spec.name}/{path}", transform,
+                             _hf_shape(transform, shape)))
     rows.append(HFTensor(f"{module}.normalization.{NUM_BATCHES_TRACKED}", None, "identity", ()))
     return rows
 
 
-def specs_for(config: MobileNetV1Config) -> list[LayerSpec]:
-    """The backbone layers of ``config`` (``output_stride`` changes no weight shape)."""
-    return layer_specs(config.depth_multiplier, config.min_depth, config.output_stride,
-                       config.num_channels)
-
-
-def hf_table(config: MobileNetV1Config, with_head: bool = True) -> list[HFTensor]:
+def hf_table(config, with_head: bool = True) -> list[HFTensor]:
     """All state-dict rows of HF's ``MobileNetV1ForImageClassification`` (``with_head``) or of
     the bare ``MobileNetV1Model`` (no ``mobilenet_v1.`` prefix, no classifier)."""
     prefix = PREFIX if with_head else ""
+    specs = layer_specs(config)  # output_stride changes no weight shape
     rows = []
-    for index, spec in enumerate(specs_for(config)):
+    for index, spec in enumerate(specs):
         for row in _layer_rows(hf_module_name(index, spec), spec):
             rows.append(row._replace(hf_key=prefix + row.hf_key))
     if with_head:
-        channels = specs_for(config)[-1].out_channels
-        rows.append(HFTensor(f"{CLASSIFIER}.weight", f"{LOGITS_NAME}/kernel", "linear",
-                             (config.num_labels, channels)))
-        rows.append(HFTensor(f"{CLASSIFIER}.bias", f"{LOGITS_NAME}/bias", "identity",
-                             (config.num_labels,)))
+        kernel, bias = head_shapes(specs[-1].out_channels, config.num_labels).items()
+        rows.append(HFTensor(f"{CLASSIFIER}.weight", kernel[0], "linear",
+                             _hf_shape("linear", kernel[1])))
+        rows.append(HFTensor(f"{CLASSIFIER}.bias", bias[0], "identity", bias[1]))
     return rows

@@ -16,7 +16,8 @@ import zlib
 
 import numpy as np
 
-from .errors import first_line
+from ..errors import first_line
+from ..variants import release_stem
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
 # Members are read into memory; the largest real one (1.0_224 with optimizer slots) is under
@@ -32,14 +33,6 @@ def _fail(path: str, err: Exception):
     ) from None
 
 
-def _stem(path: str) -> str:
-    base = os.path.basename(path)
-    for ext in (".tar.gz", ".tgz", ".tar"):
-        if base.endswith(ext):
-            base = base[: -len(ext)]
-    return base.removesuffix("_frozen")
-
-
 def find_model_members(names: list[str], tar_path: str) -> tuple[str, str]:
     """``("checkpoint", prefix)`` or ``("graph", member)``: the model a tarball holds."""
     indexes = [n[: -len(".index")] for n in names if n.endswith(".index")]
@@ -47,7 +40,7 @@ def find_model_members(names: list[str], tar_path: str) -> tuple[str, str]:
     if indexes:
         if len(indexes) > 1:
             named = [p for p in indexes if posixpath.basename(p).split(".ckpt")[0]
-                     == _stem(tar_path)]
+                     == release_stem(tar_path)]
             if len(named) != 1:
                 raise ValueError(f"{tar_path} holds several checkpoints "
                                  f"({', '.join(indexes)}); extract it and pass one prefix")
@@ -67,7 +60,7 @@ def find_model_members(names: list[str], tar_path: str) -> tuple[str, str]:
 def read_tarball(path: str) -> tuple[dict[str, np.ndarray], int | None, str]:
     """All tensors of the model in a release tarball, a resolution hint and a description."""
     from .frozen_graph import read_frozen_graph
-    from .slim_checkpoint import read_checkpoint
+    from .tf_checkpoint import read_checkpoint
 
     try:
         with tarfile.open(path, "r:*") as tar:

@@ -1,9 +1,10 @@
-"""TF-slim MobileNet V1 weights: the name table, strict reading from any source, and writing.
+"""TF-slim MobileNet V1 weights: the name table and strict reading from any slim source.
 
-Every name is derived from ``architecture.layer_specs``: ``MobilenetV1/<layer>/weights`` (full and
-1x1 convolutions), ``MobilenetV1/<layer>/depthwise_weights``, ``MobilenetV1/<layer>/BatchNorm/
-{gamma,beta,moving_mean,moving_variance}`` and ``MobilenetV1/Logits/Conv2d_1c_1x1/{weights,
-biases}``. slim's tensor layouts equal Keras's, so the map to Keras weight paths is a renaming.
+Every name is derived from ``architecture.layer_specs`` and ``weight_shapes``:
+``MobilenetV1/<layer>/weights`` (full and 1x1 convolutions), ``MobilenetV1/<layer>/
+depthwise_weights``, ``MobilenetV1/<layer>/BatchNorm/{gamma,beta,moving_mean,moving_variance}``
+and ``MobilenetV1/Logits/Conv2d_1c_1x1/{weights,biases}``. slim's tensor layouts equal Keras's,
+so the map to Keras weight paths is a renaming. ``converters.slim`` writes the same names.
 
 Sources (see :func:`read_slim`): a checkpoint prefix, a directory holding a ``checkpoint`` file,
 a release tarball (``.tgz``, read without unpacking it anywhere but a temporary directory) or a
@@ -16,7 +17,6 @@ slots, quantization ``min``/``max`` ranges).
 from __future__ import annotations
 
 import dataclasses
-import glob
 import logging
 import os
 import re
@@ -24,66 +24,45 @@ import warnings
 
 import numpy as np
 
-from .architecture import LOGITS_NAME, channels, layer_specs
-from .config import MobileNetV1Config
-from .errors import first_line
-from .fileio import atomic_output, check_writable
+from ..architecture import (
+    LOGITS_NAME,
+    infer_depth_multiplier,
+    kernel_path,
+    layer_specs,
+    weight_shapes,
+)
+from ..config import MobileNetV1Config
+from ..variants import variant_in_path
+from .tf_checkpoint import DATA_SUFFIX, SOURCE_FORMS, checkpoint_prefix_in_dir, read_checkpoint
 
 log = logging.getLogger(__name__)
 
 SCOPE = "MobilenetV1"
 LOGITS_SCOPE = f"{SCOPE}/Logits/Conv2d_1c_1x1"
-BN_PARAMS = ("gamma", "beta", "moving_mean", "moving_variance")
-DATA_SUFFIX = ".data-00000-of-00001"
+_SLIM_KERNEL = {"conv": "weights", "pointwise": "weights", "depthwise": "depthwise_weights"}
 EMA_SUFFIX = "/ExponentialMovingAverage"
 SLOT_SUFFIXES = ("/RMSProp", "/RMSProp_1", "/Momentum")
 # contrib.quantize keeps ranges in ``<scope>/weights_quant/min``, ``<scope>/act_quant/max`` etc.
 _QUANT_RANGE = re.compile(r"(?:^|/)([^/]*quant[^/]*)/(min|max)$", re.IGNORECASE)
-_VARIANT = re.compile(r"mobilenet_v1_(\d+(?:\.\d+)?)_(\d+)", re.IGNORECASE)
-SOURCE_FORMS = ("a checkpoint prefix, a directory with a 'checkpoint' file, a release .tgz or a "
-                "frozen_graph.pb")
 
 
 # ----- the name table -----
 def slim_name_map(specs=None, head: bool = True) -> dict[str, str]:
-    """Slim variable name -> Keras weight path (``Conv2d_0/conv/kernel``), from ``layer_specs``."""
+    """Slim variable name -> Keras weight path (``Conv2d_0/conv/kernel``), from ``layer_specs``.
+
+    The Keras paths are ``weight_shapes``' keys under the layer's slim scope; only the kernel's
+    last name part differs (slim's ``weights`` / ``depthwise_weights``).
+    """
     specs = specs or layer_specs()
     names = {}
     for s in specs:
-        kernel, sub = ("depthwise_weights", "depthwise") if s.kind == "depthwise" \
-            else ("weights", "conv")
-        names[f"{SCOPE}/{s.name}/{kernel}"] = f"{s.name}/{sub}/kernel"
-        for p in BN_PARAMS:
-            names[f"{SCOPE}/{s.name}/BatchNorm/{p}"] = f"{s.name}/BatchNorm/{p}"
+        for path in weight_shapes(s):
+            slim = _SLIM_KERNEL[s.kind] if path == kernel_path(s) else path
+            names[f"{SCOPE}/{s.name}/{slim}"] = f"{s.name}/{path}"
     if head:
         names[f"{LOGITS_SCOPE}/weights"] = f"{LOGITS_NAME}/kernel"
         names[f"{LOGITS_SCOPE}/biases"] = f"{LOGITS_NAME}/bias"
     return names
-
-
-def keras_weight_shapes(config: MobileNetV1Config, head: bool = True,
-                        fused: bool = False) -> dict[str, tuple[int, ...]]:
-    """Keras weight path -> shape for ``config`` (BN-folded layout when ``fused``)."""
-    specs = layer_specs(config.depth_multiplier, config.min_depth, config.output_stride,
-                        config.num_channels)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for s in specs:
-        k = s.kernel
-        if s.kind == "depthwise":
-            shapes[f"{s.name}/depthwise/kernel"] = (k, k, s.in_channels, 1)
-            out, sub = s.in_channels, "depthwise"
-        else:
-            shapes[f"{s.name}/conv/kernel"] = (k, k, s.in_channels, s.out_channels)
-            out, sub = s.out_channels, "conv"
-        if fused:
-            shapes[f"{s.name}/{sub}/bias"] = (out,)
-        else:
-            for p in BN_PARAMS:
-                shapes[f"{s.name}/BatchNorm/{p}"] = (out,)
-    if head:
-        shapes[f"{LOGITS_NAME}/kernel"] = (1, 1, specs[-1].out_channels, config.num_labels)
-        shapes[f"{LOGITS_NAME}/bias"] = (config.num_labels,)
-    return shapes
 
 
 def allowed_reason(name: str) -> str | None:
@@ -96,15 +75,6 @@ def allowed_reason(name: str) -> str | None:
         return "optimizer slot"
     if _QUANT_RANGE.search(name):
         return "quantization range"
-    return None
-
-
-def variant_from_path(path: str) -> tuple[float, int] | None:
-    """``(alpha, resolution)`` from the last path part named like ``mobilenet_v1_0.5_160``."""
-    for part in reversed(re.split(r"[\\/]", os.fspath(path))):
-        m = _VARIANT.search(part)
-        if m:
-            return float(m.group(1)), int(m.group(2))
     return None
 
 
@@ -133,49 +103,6 @@ class SlimTensors:
         """The tensors keyed by Keras weight path."""
         table = slim_name_map(head=self.has_head)
         return {table[n]: a for n, a in self.tensors.items()}
-
-
-def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
-    """Every tensor of a TF (V1 or V2 format) checkpoint ``prefix``, read into memory."""
-    import tensorflow as tf
-
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        return {name: np.asarray(reader.get_tensor(name))
-                for name in sorted(reader.get_variable_to_shape_map())}
-    except tf.errors.NotFoundError:
-        raise FileNotFoundError(
-            f"no checkpoint at {prefix} (expected {prefix}.index and {prefix}{DATA_SUFFIX}); "
-            f"pass {SOURCE_FORMS}"
-        ) from None
-    except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
-        first = first_line(e)
-        raise ValueError(
-            f"checkpoint {prefix} is unreadable ({first}); its .index or .data file is "
-            "truncated or corrupt, so copy or download it again"
-        ) from None
-
-
-def checkpoint_prefix_in_dir(directory: str) -> str:
-    """The prefix a directory's ``checkpoint`` file names (or its only ``*.index`` file)."""
-    import tensorflow as tf
-
-    if os.path.isfile(os.path.join(directory, "checkpoint")):
-        prefix = tf.train.latest_checkpoint(directory)
-        if prefix is None:
-            raise FileNotFoundError(
-                f"{directory}/checkpoint names a checkpoint whose files are missing; pass the "
-                "checkpoint prefix (path/model.ckpt) directly"
-            )
-        return prefix
-    indexes = sorted(glob.glob(os.path.join(glob.escape(directory), "*.index")))
-    if len(indexes) == 1:
-        return indexes[0][: -len(".index")]
-    found = "several checkpoints" if indexes else "no checkpoint"
-    raise FileNotFoundError(
-        f"{directory} holds {found} and no 'checkpoint' file; pass a checkpoint prefix "
-        "(path/model.ckpt), a .tgz or a frozen .pb"
-    )
 
 
 def read_raw(src: str) -> tuple[dict[str, np.ndarray], int | None, str]:
@@ -250,11 +177,11 @@ def select_weights(raw: dict[str, np.ndarray], source: str, use_ema: bool = Fals
     if use_ema and not ema_used:
         warnings.warn(f"use_ema=True but {source} has no ExponentialMovingAverage shadows; "
                       "loaded the raw weights", stacklevel=3)
-    hint = variant_from_path(source)
+    hint = variant_in_path(source)
     result = SlimTensors(
         tensors, source,
-        resolution=hint[1] if hint else resolution,
-        alpha_hint=hint[0] if hint else None,
+        resolution=hint.resolution if hint else resolution,
+        alpha_hint=hint.depth_multiplier if hint else None,
         quant_ranges=_quant_ranges(raw, ignored),
         ignored=ignored,
         ema_used=ema_used,
@@ -281,23 +208,15 @@ def read_slim(src: str, use_ema: bool = False) -> SlimTensors:
     return select_weights(raw, source, use_ema=use_ema, resolution=resolution)
 
 
-def _infer_depth_multiplier(out_channels: int, min_depth: int) -> float:
-    """The simplest multiplier whose last layer has ``out_channels`` (slim's depth rule)."""
-    base = layer_specs()[-1].out_channels  # 1024 at multiplier 1
-    for digits in (2, 3, 4, 6):
-        dm = round(out_channels / base, digits)
-        if dm > 0 and channels(base, dm, min_depth) == out_channels:
-            return dm
-    return out_channels / base
-
 
 def infer_config(weights: SlimTensors, **overrides) -> MobileNetV1Config:
     """Config from shapes: depth multiplier, classes, input channels; resolution from names."""
-    stem = weights.tensors[f"{SCOPE}/Conv2d_0/weights"]
-    last = layer_specs()[-1].name
-    out = weights.tensors[f"{SCOPE}/{last}/weights"].shape[-1]
-    min_depth = overrides.get("min_depth", MobileNetV1Config.min_depth)
-    fields = {"depth_multiplier": _infer_depth_multiplier(int(out), min_depth),
+    specs = layer_specs()  # only the names are used; widths come from the tensors
+    stem = weights.tensors[f"{SCOPE}/{specs[0].name}/weights"]
+    widths = [weights.tensors[f"{SCOPE}/{s.name}/weights"].shape[-1]
+              for s in specs if s.kind != "depthwise"]
+    multiplier, min_depth = infer_depth_multiplier(widths, overrides.get("min_depth"))
+    fields = {"depth_multiplier": multiplier, "min_depth": min_depth,
               "num_channels": int(stem.shape[2])}
     if weights.has_head:
         fields["num_labels"] = int(weights.tensors[f"{LOGITS_SCOPE}/biases"].shape[0])
@@ -308,50 +227,3 @@ def infer_config(weights: SlimTensors, **overrides) -> MobileNetV1Config:
             f"{weights.source} is named for depth multiplier {weights.alpha_hint:g} but its "
             f"tensors hold {fields['depth_multiplier']:g}; using the tensors", stacklevel=3)
     return MobileNetV1Config(**{**fields, **overrides})
-
-
-# ----- writing -----
-def save_slim_checkpoint(model, dst: str, force: bool = False) -> str:
-    """Write ``model``'s weights as a TF-slim checkpoint with the original names.
-
-    ``dst`` is the checkpoint prefix (``out.ckpt`` -> ``out.ckpt.index`` and
-    ``out.ckpt.data-00000-of-00001``). A ``global_step`` of 0 is added because slim's eval
-    scripts restore it. Returns ``dst``.
-    """
-    import tensorflow as tf
-
-    dst = os.fspath(dst)
-    if dst.endswith(".index"):
-        dst = dst[: -len(".index")]
-    if getattr(model, "fuse_batchnorm", False):
-        raise ValueError("cannot write a slim checkpoint from a batch-norm-folded model; "
-                         "save the model before calling fused()")
-    by_path = {v.path: v for v in model.weights}
-    head = f"{LOGITS_NAME}/kernel" in by_path
-    table = slim_name_map(head=head)
-    missing = [k for k in table.values() if k not in by_path]
-    extra = [p for p in by_path if p not in set(table.values())]
-    if missing or extra:
-        raise ValueError(
-            "model is not a complete MobileNet V1 "
-            f"({'missing ' + missing[0] if missing else 'extra weight ' + extra[0]}); "
-            "slim checkpoints hold the full backbone, so save a model built without "
-            "feature_layers"
-        )
-    names = sorted(table) + ["global_step"]
-    values = [np.asarray(by_path[table[n]].numpy(), np.float32) for n in sorted(table)]
-    values.append(np.zeros((), np.int64))
-    index_dst, data_dst = dst + ".index", dst + DATA_SUFFIX
-    for path in (index_dst, data_dst):
-        check_writable(path, force)
-    # The data file is moved into place before the index, so a reader never finds an index
-    # without its data; on any failure both temporaries are removed.
-    with atomic_output(index_dst, force, suffix=".index") as index_tmp, \
-            atomic_output(data_dst, force, suffix=DATA_SUFFIX) as data_tmp:
-        prefix = index_tmp[: -len(".index")]
-        with tf.device("/CPU:0"):
-            tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
-                              shape_and_slices=[""] * len(names),
-                              tensors=[tf.constant(v) for v in values])
-        os.replace(prefix + DATA_SUFFIX, data_tmp)
-    return dst

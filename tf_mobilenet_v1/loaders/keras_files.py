@@ -1,0 +1,142 @@
+"""Keras files: ``.keras`` archives (checked before Keras allocates anything) and bare
+``.weights.h5`` files (config inferred from the stored shapes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+from ..architecture import infer_depth_multiplier, layer_specs, model_weight_shapes
+from ..config import MobileNetV1Config
+from ..errors import first_line
+from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
+from ..variants import variant_in_path
+from .source import WeightSource, model_source
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
+
+
+def load_keras_file(path: str):
+    """Our model from a ``.keras`` archive, in Keras's safe mode, after ``check_keras_archive``."""
+    import zipfile
+
+    import keras
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a .keras archive (not a zip file: truncated, corrupt or "
+                         "another format); pass a .keras file saved by this package")
+    check_keras_archive(path)
+    try:
+        # safe_mode (the default, spelled out): a Lambda layer's pickled bytecode is refused.
+        model = keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, OSError, TypeError, KeyError, RuntimeError, EOFError,
+            zipfile.BadZipFile) as e:
+        first = first_line(e)
+        raise ValueError(f"cannot load Keras file {path} ({first}); pass a .keras file saved "
+                         "by this package") from None
+    if not isinstance(model, (MobileNetV1Model, MobileNetV1ForImageClassification)):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a MobileNet V1 model; "
+                         "pass a MobileNet V1 .keras file")
+    return model
+
+
+_KERAS_CLASSES = {cls.__name__: cls
+                  for cls in (MobileNetV1Model, MobileNetV1ForImageClassification)}
+
+
+def check_keras_archive(path: str) -> None:
+    """Refuse, before Keras builds (allocates) anything, a ``.keras`` archive that does not hold
+    one of our models or whose config needs more weights than the archive stores."""
+    import json
+    import zipfile
+
+    def bad(why: str):
+        raise ValueError(f"{path} {why}; pass a .keras file saved by this package")
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            stored = zf.getinfo("model.weights.h5").file_size
+            data = json.loads(zf.read("config.json"))
+    except KeyError:
+        bad("lacks config.json or model.weights.h5, so it is no Keras model archive")
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:  # ValueError: bad JSON
+        first = first_line(e)
+        bad(f"is a corrupt .keras archive ({first})")
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        bad("has a config.json that describes no Keras model")
+    name = data.get("class_name")
+    if name not in _KERAS_CLASSES or data.get("module") != _KERAS_CLASSES[name].__module__:
+        bad(f"holds a {data.get('module')}.{name}, not a MobileNet V1 model")
+    fields = {k: v for k, v in data["config"].items() if k in _CONFIG_FIELDS}
+    try:
+        config = MobileNetV1Config(**fields)
+    except (TypeError, ValueError) as e:
+        bad(f"has an invalid config ({e})")
+    # Kernels alone (float32) are a lower bound on what the weights file must store.
+    shapes = model_weight_shapes(config, head=name == MobileNetV1ForImageClassification.__name__)
+    kernels = sum(math.prod(shape) for path, shape in shapes.items()
+                  if path.endswith("/kernel"))
+    if 4 * kernels > stored:
+        bad(f"declares a {config.variant} model ({config.num_labels} labels) whose weights "
+            f"need at least {4 * kernels:,} bytes, but it stores {stored:,}; it is corrupt or "
+            "crafted")
+
+
+def h5_layout(path: str) -> dict[str, tuple[int, ...]]:
+    """``{dataset path: shape}`` of an HDF5 file, without reading any data."""
+    import h5py
+
+    shapes = {}
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda n, o: shapes.__setitem__(n, tuple(o.shape))
+                         if isinstance(o, h5py.Dataset) else None)
+    except (OSError, RuntimeError) as e:  # h5py: RuntimeError on a corrupt object header
+        raise ValueError(f"{path} is not a readable HDF5 weights file ({e}); pass a "
+                         ".weights.h5 written by model.save_weights") from None
+    return shapes
+
+
+def weights_h5_source(path: str, overrides: dict) -> WeightSource:
+    """Build the model the file was saved from (config inferred from shapes), then load it."""
+    shapes = h5_layout(path)
+    # Keras names nested layers of a functional model by class: conv_block, conv_block_1, ...
+    specs = layer_specs()
+    blocks = ["conv_block"] + [f"conv_block_{i}" for i in range(1, len(specs))]
+    kernels = [shapes.get(f"layers/{b}/conv/vars/0") for b, s in zip(blocks, specs, strict=True)
+               if s.kind != "depthwise"]
+    head = shapes.get("layers/conv2d/vars/0")
+    if any(k is None or len(k) != 4 for k in kernels):
+        raise ValueError(f"{path} does not hold MobileNet V1 weights saved by this package; "
+                         "pass a .weights.h5 written by model.save_weights")
+    try:
+        multiplier, min_depth = infer_depth_multiplier([k[3] for k in kernels],
+                                                       overrides.get("min_depth"))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    fields = {"num_channels": kernels[0][2], "depth_multiplier": multiplier,
+              "min_depth": min_depth}
+    hint = variant_in_path(path)
+    if hint:
+        fields["image_size"] = hint.resolution
+    elif "image_size" not in overrides:
+        warnings.warn(f"{path} stores weights only: image size, labels and padding are unknown "
+                      "and default to 224, ImageNet and tf_padding=True; pass image_size=... "
+                      "(or save a .keras file, which keeps the config)", stacklevel=3)
+    if head is not None:
+        fields["num_labels"] = head[3]
+    for key in ("output_stride", "hidden_act", "layer_norm_eps"):
+        if key in overrides:
+            fields[key] = overrides[key]
+    config = MobileNetV1Config(**fields)
+    folded = "layers/conv_block/conv/vars/1" in shapes  # a conv bias: batch norm folded
+    cls = MobileNetV1ForImageClassification if head is not None else MobileNetV1Model
+    model = cls(config, fold_batchnorm=folded)
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, KeyError, RuntimeError, TypeError) as e:
+        first = first_line(e)
+        raise ValueError(f"cannot load {path} into a {config.variant} model ({first}); pass "
+                         "the config fields it was saved with") from None
+    return model_source(model, path)
