@@ -11,7 +11,7 @@ RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 TINY = dict(depth_multiplier=0.25, image_size=64, batch=4, rounds=2, iters_b1=2, iters_bn=1,
             warmup=1, slow_rounds=1, calibration_images=2)
-NAMES = ["ours_predict", "ours_predict_keras_bn", "ours_tf_function_fused", "app_predict",
+NAMES = ["ours_predict", "ours_predict_keras_bn", "ours_tf_function_folded", "app_predict",
          "hf_torch_tfpad", "ours_tflite_float32_t1", "ours_tflite_int8_t1", "app_tflite_float32_t1",
          "load_slim_ckpt", "export_tflite"]
 RSS = ["ours_predict", "ours_tflite_float32_t1"]
@@ -44,7 +44,7 @@ def test_quick_run_measures_every_row(bench, tmp_path):
             assert 0 < row["b1_ms_min"] <= row["b1_ms"]
             assert row["bn_ips"] > 0 and len(row["samples"]["b1"]) == rounds * 2
     # Same-weights contenders really ran our model: float32 paths agree with it.
-    assert rows["ours_tf_function_fused"]["max_abs_diff"] < 1e-4
+    assert rows["ours_tf_function_folded"]["max_abs_diff"] < 1e-4
     assert rows["ours_predict_keras_bn"]["max_abs_diff"] < 1e-4
     assert rows["ours_tflite_float32_t1"]["max_abs_diff"] < 1e-4
     # Peak RSS is per child: a TFLite-only child never imports TensorFlow.
@@ -73,7 +73,7 @@ def test_cli_lists_contenders_and_refuses_to_overwrite(bench, tmp_path, capsys):
     listed = capsys.readouterr().out
     for name in ("ours_predict", "app_predict", "hf_torch_nopad", "ours_tflite_int8_t2",
                  "load_release_tgz", "cli_predict", "import_tensorflow",
-                 "convert_tflite_fused"):
+                 "convert_tflite_folded"):
         assert name in listed
     assert bench.select("ours_tflite_*_t2,cli_predict") == [
         "ours_tflite_float32_t2", "ours_tflite_float16_t2", "ours_tflite_int8_t2", "cli_predict"]
