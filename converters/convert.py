@@ -26,7 +26,13 @@ def save_keras(model, dst: str, force: bool = False) -> str:
 _FILE_FORMS = (".keras", ".weights.h5", ".ckpt", ".safetensors", ".bin")
 
 
+_EXPORT_FORMS = (".tflite", ".pb", ".savedmodel", ".saved_model")
+
+
 def _writer(dst: str):
+    if dst.rstrip(os.sep).lower().endswith(_EXPORT_FORMS):
+        raise ValueError(f"{dst!r} is a deployment format: convert writes weights; use "
+                         f"`mobilenet-v1 export SRC {dst}` (TFLite or SavedModel) instead")
     if dst.endswith(os.sep) and dst.rstrip(os.sep).endswith(_FILE_FORMS):
         raise ValueError(f"{dst!r} ends in {os.sep} (a Hugging Face directory) but is named like "
                          "a file; drop the slash to write that file, or name the directory "
@@ -44,7 +50,8 @@ def _writer(dst: str):
         return save_hf
     raise ValueError(
         f"cannot tell the output format of {dst!r}; use a name ending in .keras, .weights.h5, "
-        ".ckpt, .safetensors or .bin, or a directory for a Hugging Face model"
+        ".ckpt, .safetensors or .bin, or for a Hugging Face directory an existing directory or "
+        f"a name ending in {os.sep} (e.g. {dst}{os.sep})"
     )
 
 

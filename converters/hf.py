@@ -149,7 +149,10 @@ def save_hf(model, dst, force: bool = False, pytorch_bin: bool = False) -> str:
     torch = import_torch() if pytorch_bin else None
     with atomic_output(dst, force, directory=True) as tmp:
         _write_json(os.path.join(tmp, CONFIG_NAME), hf_config_dict(model.config, has_head(model)))
-        _write_json(os.path.join(tmp, PREPROCESSOR_NAME), preprocessor_config_dict(model.config))
+        # The processor that came with the weights, else HF's crop for the model's size.
+        processor = getattr(model, "image_processor", None) or \
+            preprocessor_config_dict(model.config)
+        _write_json(os.path.join(tmp, PREPROCESSOR_NAME), processor)
         _write_safetensors(state_dict, os.path.join(tmp, SAFETENSORS_NAME))
         if torch is not None:
             _write_bin(torch, state_dict, os.path.join(tmp, PYTORCH_NAME))

@@ -13,6 +13,8 @@ import io
 import os
 from collections import Counter
 
+from tf_mobilenet_v1.errors import native_stderr_silenced
+
 _LITERT_HINT = "pip install ai-edge-litert (or pip install -e '.[tflite]')"
 
 
@@ -283,11 +285,12 @@ def make_interpreter(model, num_threads: int | None = None):
     except ImportError as e:
         raise ImportError(f"running TFLite models needs ai-edge-litert: {_LITERT_HINT} ({e})") \
             from None
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        interp = Interpreter(model_content=bytes(model), num_threads=num_threads)
-    else:
-        interp = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
-    interp.allocate_tensors()
+    with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            interp = Interpreter(model_content=bytes(model), num_threads=num_threads)
+        else:
+            interp = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+        interp.allocate_tensors()
     return interp
 
 

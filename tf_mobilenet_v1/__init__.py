@@ -1,11 +1,14 @@
 """Exact TensorFlow / Keras 3 MobileNet V1 (TF-slim and Hugging Face compatible).
 
-Public names are imported lazily so that ``mobilenet-v1 --help`` does not load TensorFlow.
+Public names are imported lazily so that ``mobilenet-v1 --help`` does not load TensorFlow. The
+Keras classes are still registered for ``keras.saving.load_model`` as soon as Keras is there:
+now if it is already imported, else right after ``import keras`` (see ``_serializable``).
 """
 
 import importlib
 
 _EXPORTS = {
+    "MobileNetV1": "applications",
     "CONV_DEFS": "architecture",
     "count_macs": "architecture",
     "count_params": "architecture",
@@ -33,3 +36,8 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + __all__)
+
+
+from . import _serializable  # noqa: E402  (needs the names above)
+
+_serializable.register_when_keras_loads()

@@ -1,4 +1,4 @@
-"""``mobilenet-v1`` command line: each subcommand calls one public function.
+"""The mobilenet-v1 command line: each subcommand calls one public function.
 
 Exit codes: 0 success, 1 a failure (bad file, failed conversion, some images unreadable),
 2 a usage error.
@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-from .errors import first_line
+from .errors import first_line, native_stderr_silenced
+from .preprocessing import PREPROCESSING_NAMES
 
 DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224"
 
@@ -25,9 +26,9 @@ def _info(args) -> int:
 def _predict(args) -> int:
     from .predict import run_predict
 
-    return run_predict(args.inputs, weights=args.weights, top_k=args.top_k,
-                       json_output=args.json, batch_size=args.batch_size,
-                       preprocessing=args.preprocessing)
+    output = "jsonl" if args.jsonl else ("json" if args.json else "table")
+    return run_predict(args.inputs, weights=args.weights, top_k=args.top_k, output=output,
+                       batch_size=args.batch_size, preprocessing=args.preprocessing)
 
 
 def _convert(args) -> int:
@@ -47,46 +48,86 @@ def _export(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mobilenet-v1", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    s = sub.add_parser("info", help="print a variant's config, parameter count and MACs")
-    s.add_argument("variant", help="e.g. mobilenet_v1_0.75_192, or a weights path (as --weights)")
+    try:
+        return version("tf-mobilenet-v1")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, but not the ``(default: None)`` of options without one."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mobilenet-v1", formatter_class=_Formatter,
+        description="MobileNet V1 in TensorFlow / Keras: classify images, convert and export "
+        "weights.", epilog="Also runs as: python -m tf_mobilenet_v1")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, **kwargs):
+        return sub.add_parser(name, formatter_class=_Formatter, **kwargs)
+
+    s = add("info", help="print a variant's config, parameter count and MACs")
+    s.add_argument("variant", help="a registry name such as mobilenet_v1_0.75_192[_quant], or "
+                   "a weights path")
     s.set_defaults(func=_info)
 
-    s = sub.add_parser("predict", help="classify images (files or directories)")
-    s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    s = add("predict", help="classify images (files or directories)")
+    s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                   help="image files, or directories searched recursively for images")
     s.add_argument("--weights", default=DEFAULT_WEIGHTS,
-                   help=f"registry name or checkpoint/HF/Keras path (default {DEFAULT_WEIGHTS})")
-    s.add_argument("--top-k", type=int, default=5)
-    s.add_argument("--json", action="store_true", help="print one JSON document")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--preprocessing", choices=("resize", "crop", "slim"), default="resize",
-                   help="resize: Pillow bilinear to the model size (default, as Google's "
-                   "reference and TFLite examples); crop: Hugging Face's resize + center crop; "
-                   "slim: TF-slim's eval crop")
+                   help="registry name, or a slim checkpoint, release .tgz, HF directory, "
+                   ".safetensors or .keras path")
+    s.add_argument("--top-k", type=int, default=5, help="predictions per image")
+    fmt = s.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true",
+                     help="print one JSON document (only JSON on stdout)")
+    fmt.add_argument("--jsonl", action="store_true",
+                     help="print one JSON line per image as it is classified")
+    s.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    s.add_argument("--preprocessing", choices=PREPROCESSING_NAMES, default="model",
+                   help="model: the weights' own processor (Hugging Face's resize + centre "
+                   "crop unless the weights say otherwise); crop: that crop at the model "
+                   "size; resize: Pillow bilinear straight to the model size (the TFLite "
+                   "examples'); slim: TF-slim's eval crop")
     s.set_defaults(func=_predict)
 
-    s = sub.add_parser("convert", help="convert weights between formats (by DST's form)",
+    s = add("convert", help="convert weights between formats (by DST's form)",
                        description="DST forms: *.keras, *.weights.h5, *.ckpt (slim), "
-                       "*.safetensors, *.bin, or a directory (Hugging Face).")
-    s.add_argument("src")
-    s.add_argument("dst")
+                       "*.safetensors, *.bin, or a Hugging Face directory (an existing "
+                       "directory, a name ending in /, or a name without one of those "
+                       "suffixes). For .tflite or a SavedModel use the export command.")
+    s.add_argument("src", help="registry name or any weights path (as predict's --weights)")
+    s.add_argument("dst", help="output path; its form picks the format (see above)")
     s.add_argument("--force", action="store_true", help="replace an existing DST")
     s.add_argument("--use-ema", action="store_true",
                    help="load ExponentialMovingAverage shadows from a slim checkpoint")
     s.set_defaults(func=_convert)
 
-    s = sub.add_parser("export", help="export a SavedModel or TFLite model for deployment")
+    s = add("export", help="export a SavedModel or TFLite model for deployment")
     s.add_argument("src", help="registry name or any weights path")
     s.add_argument("out", nargs="?", default=None,
                    help="output path (default saved_models/<variant>/...)")
-    s.add_argument("--format", choices=("saved_model", "tflite"), default="tflite")
-    s.add_argument("--quantize", choices=("none", "float16", "dynamic", "int8"), default="none")
+    s.add_argument("--format", choices=("saved_model", "tflite"), default="tflite",
+                   help="deployment format")
+    s.add_argument("--quantize", choices=("none", "float16", "dynamic", "int8"), default="none",
+                   help="TFLite weight quantization (int8 calibrates on --calibration-dir)")
     s.add_argument("--io-type", choices=("float32", "uint8", "int8"), default=None,
                    help="input/output type of a full-int8 TFLite model")
-    s.add_argument("--image-size", type=int, default=None)
+    s.add_argument("--image-size", type=int, default=None,
+                   help="input size of the exported model (default: the weights' own)")
     s.add_argument("--calibration-dir", default=None, help="images for int8 calibration")
     s.add_argument("--force", action="store_true", help="replace an existing output")
     s.set_defaults(func=_export)
@@ -98,15 +139,8 @@ def _import_tensorflow_quietly():
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
+    with native_stderr_silenced():
         import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def main(argv=None) -> int:
@@ -117,6 +151,12 @@ def main(argv=None) -> int:
         return 2
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python's exit-time flush
+        # from failing on the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except KeyboardInterrupt:
         print("mobilenet-v1: interrupted", file=sys.stderr)
         return 130

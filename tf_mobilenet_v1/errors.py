@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
+
+class PretrainedWarning(UserWarning):
+    """A pretrained load that deliberately leaves out (or re-initializes) the classifier head."""
+
 
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type name when the message is empty."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Keep C++ notices (TensorFlow's start-up probes, LiteRT's "Created TensorFlow Lite
+    XNNPACK delegate") off file descriptor 2 for the duration; Python exceptions still
+    propagate."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured or replaced stderr: nothing to do
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)

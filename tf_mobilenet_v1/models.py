@@ -7,6 +7,7 @@ follow the slim scopes (``Conv2d_0`` ... ``Conv2d_13_pointwise``, ``AvgPool_1a``
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
 
 import keras
@@ -94,23 +95,84 @@ def _squeeze(x, name):
     return x
 
 
+# keras.applications' arguments: accepted by the ``MobileNetV1`` factory, not the classes.
+_APPLICATIONS_ARGS = frozenset({"include_top", "weights", "pooling", "classes",
+                                "classifier_activation", "input_tensor", "alpha"})
+_MODEL_KWARGS = frozenset({"trainable", "frozen_layers"})
+
+
+def _check_kwargs(cls_name: str, kwargs: dict, allowed: frozenset) -> None:
+    """Unknown keyword arguments are a TypeError naming them (a typo is never ignored)."""
+    unknown = sorted(set(kwargs) - allowed - _CONFIG_FIELDS)
+    if not unknown:
+        return
+    name = unknown[0]
+    if name in _APPLICATIONS_ARGS:
+        hint = ("it is a keras.applications argument: use tf_mobilenet_v1.MobileNetV1(..., "
+                f"{name}=...), the keras.applications-style factory")
+    else:
+        close = difflib.get_close_matches(name, sorted(_CONFIG_FIELDS | allowed), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else \
+            f"config fields are {', '.join(sorted(_CONFIG_FIELDS))}"
+    raise TypeError(f"{cls_name}() got an unexpected keyword argument {name!r}; {hint}")
+
+
+def _frozen_paths(model) -> list[str]:
+    """Layers (and ConvBlock parts) set to ``trainable=False`` inside a trainable model."""
+    frozen = []
+    for layer in model.layers:
+        if not layer.trainable:
+            frozen.append(layer.name)
+        elif isinstance(layer, ConvBlock):
+            frozen += [f"{layer.name}/{sub.name}" for sub in layer._layers if not sub.trainable]
+    return frozen
+
+
 class _MobileNetV1Base(keras.Model):
     """Shared config handling, serialization and loading for both models."""
 
-    def _init_common(self, config, input_shape, fold_batchnorm, kwargs):
+    def _init_common(self, config, input_shape, fold_batchnorm, kwargs, extra=frozenset()):
+        _check_kwargs(type(self).__name__, kwargs, _MODEL_KWARGS | {"image_processor"} | extra)
+        processor = kwargs.pop("image_processor", None)
+        self._frozen_arg = list(kwargs.pop("frozen_layers", None) or [])
         self.config = _resolve_config(config, kwargs)
+        # The preprocessing that belongs to these weights (saved with the model); None means
+        # Hugging Face's crop at config.image_size (MobileNetV1ImageProcessor.for_model).
+        self.image_processor = processor.to_dict() if hasattr(processor, "to_dict") \
+            else (dict(processor) if processor else None)
         self._input_shape_arg = None if input_shape is None else tuple(input_shape)
         self.fold_batchnorm = bool(fold_batchnorm)
         inputs = keras.Input(_input_shape(self.config, input_shape), name="pixel_values")
         return inputs, _backbone(inputs, self.config, self.fold_batchnorm)
 
+    def _finish_init(self):
+        """Per-layer ``trainable`` flags, restored from a save (Keras rebuilds our layers from
+        the config, so it would otherwise lose a frozen stem and the optimizer's slots)."""
+        if not self.trainable:  # Functional's constructor sets the flag before it tracks layers
+            for layer in self.layers:
+                layer.trainable = False
+        for path in self._frozen_arg:
+            name, _, sub = path.partition("/")
+            layer = self.get_layer(name)
+            if sub:
+                layer = next(s for s in layer._layers if s.name == sub)
+            layer.trainable = False
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if kwargs:  # e.g. output_hidden_states=True: a config field, not a call argument
+            raise TypeError(f"{type(self).__name__} got an unexpected call argument "
+                            f"{sorted(kwargs)[0]!r}; set config fields when building the model")
+        return super().call(inputs, training=training, mask=mask)
+
     def get_config(self):
         return {
             "name": self.name,
             "trainable": self.trainable,
+            "frozen_layers": _frozen_paths(self) if self.trainable else [],
             **self.config.to_dict(),
             "input_shape": self._input_shape_arg,
             "fold_batchnorm": self.fold_batchnorm,
+            "image_processor": self.image_processor,
             **self._extra_config(),
         }
 
@@ -196,6 +258,7 @@ class MobileNetV1Model(_MobileNetV1Base):
                 outputs["hidden_states"] = [feats[n] for n in hidden_state_names()]
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.feature_layers = list(feature_layers) if feature_layers else None
+        self._finish_init()
 
     def _extra_config(self):
         return {"feature_layers": self.feature_layers}
@@ -229,6 +292,7 @@ class MobileNetV1ForImageClassification(_MobileNetV1Base):
         else:
             outputs = logits
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self._finish_init()
 
     def predict_proba(self, x, **predict_kwargs) -> np.ndarray:
         """Softmax probabilities over ``num_labels`` (same arguments as ``predict``)."""

@@ -7,9 +7,11 @@ gives an error result for that file only; the rest of its batch is still classif
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import unicodedata
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -20,10 +22,10 @@ from .errors import first_line
 from .images import find_images
 from .outputs import decode_predictions, logits_of
 
-# Pillow bilinear straight to the model's size, then [-1, 1]: the preprocessing of the TFLite /
-# Coral examples and of the fixtures' reference logits, under which the official weights give
-# the published top-1s (HF's center crop turns the Coral cat.bmp into a tabby).
-DEFAULT_PREPROCESSING = "resize"
+# The processor that belongs to the weights (HF semantics: shortest edge image_size + 32, centre
+# crop, [-1, 1]) so that predict, MobileNetV1ImageProcessor, transformers' pipeline and the
+# SavedModel's bytes signature agree; "resize" (the TFLite / Coral examples') stays by name.
+DEFAULT_PREPROCESSING = "model"
 
 
 def _batch_logits(output) -> np.ndarray:
@@ -72,8 +74,9 @@ def classify(paths: Sequence[str], model, processor=None, top_k: int = 5,
     A result is ``{"image": path, "predictions": [{"index", "label", "score"}, ...]}`` (top
     ``top_k`` softmax probabilities, best first) or ``{"image": path, "error": message}``.
     ``processor``: a name for :func:`~tf_mobilenet_v1.preprocessing.get_preprocessor`
-    (``"resize"``, the default, ``"crop"`` or ``"slim"``, at the model's image size) or any
-    object with ``preprocess_one(path)`` and ``output_size()``. ``progress`` (e.g. a tqdm
+    (``"model"``, the default: the weights' own processor; ``"crop"``, ``"resize"`` or
+    ``"slim"`` at the model's image size) or any object with ``preprocess_one(path)`` and
+    ``output_size()``. ``progress`` (e.g. a tqdm
     bar) gets ``update(n)`` after each batch.
     """
     from .preprocessing import get_preprocessor
@@ -85,7 +88,8 @@ def classify(paths: Sequence[str], model, processor=None, top_k: int = 5,
                          "with a Logits layer to classify images")
     config = model.config
     if processor is None or isinstance(processor, str):
-        processor = get_preprocessor(processor or DEFAULT_PREPROCESSING, config.image_size)
+        processor = get_preprocessor(processor or DEFAULT_PREPROCESSING, config.image_size,
+                                     model=model)
     size = processor.output_size()
     if size is None:
         raise ValueError("the processor gives images of varying size; enable its center crop "
@@ -157,52 +161,96 @@ def _progress_bar(total: int, batch_size: int, stream):
     return tqdm(total=total, file=stream, unit="img", desc="classifying", leave=False)
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal line: control and format characters, line breaks and the
+    undecodable bytes of non-UTF-8 file names (surrogate escapes) shown as escapes."""
+    out = []
+    for c in text:
+        if 0xDC80 <= ord(c) <= 0xDCFF:  # a raw byte that os.fsdecode could not decode
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            out.append(c.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
 def _table(result: dict) -> str:
-    if "error" in result:
-        return f"{result['image']}\n  error: {result['error']}\n"
-    lines = [result["image"]]
+    lines = [printable(result["image"])]
     for rank, p in enumerate(result["predictions"], 1):
-        lines.append(f"  {rank:>2}. {p['score']:7.2%}  {p['index']:>5}  {p['label']}")
+        lines.append(f"  {rank:>2}. {p['score']:7.2%}  {p['index']:>5}  {printable(p['label'])}")
     return "\n".join(lines) + "\n"
 
 
 def _load_model(weights):
+    """Load weights with anything they print (download progress) sent to stderr, so stdout
+    holds only results."""
     from .loaders.dispatch import load_any
 
-    return load_any(weights)
+    with contextlib.redirect_stdout(sys.stderr):
+        return load_any(weights)
+
+
+OUTPUT_FORMATS = ("table", "json", "jsonl")
 
 
 def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k: int = 5,
                 json_output: bool = False, batch_size: int = 32, stream=None,
-                preprocessing: str = DEFAULT_PREPROCESSING) -> int:
+                preprocessing: str = DEFAULT_PREPROCESSING, output: str | None = None) -> int:
     """``mobilenet-v1 predict``: classify files and directories, print a table or JSON.
 
     Directories are walked recursively (sorted; image extensions only); files named
-    explicitly are always tried. Unreadable or missing images are reported on stderr (and in
-    the JSON as ``{"image", "error"}``) while the others are classified. Returns 0 when every
-    image was classified, 1 when some failed, 2 when no image was found at all (only empty
-    directories). ``preprocessing``: ``"resize"`` (default), ``"crop"`` or ``"slim"``, see
-    :func:`tf_mobilenet_v1.preprocessing.get_preprocessor`.
+    explicitly are always tried. Missing paths are reported before any weights load.
+    ``output``: ``"table"`` (default), ``"json"`` (one document, written at the end; also
+    ``json_output=True``) or ``"jsonl"`` (one result per line as it is classified, so an
+    interrupted run keeps what it finished). Each unreadable image is reported once on stderr
+    (and, in JSON, as ``{"image", "error"}``). Returns 0 when every image was classified, 1 when
+    some failed, 2 when no image was found at all (only empty directories).
+    ``preprocessing``: ``"model"`` (default, the weights' own processor), ``"crop"``,
+    ``"resize"`` or ``"slim"``, see :func:`tf_mobilenet_v1.preprocessing.get_preprocessor`.
     """
     from .preprocessing import get_preprocessor
 
+    output = output or ("json" if json_output else "table")
+    if output not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output {output!r}; use one of {', '.join(OUTPUT_FORMATS)}")
     stream = sys.stdout if stream is None else stream
     err = sys.stderr
-    paths, missing, empty = find_images(inputs, keep_missing=True)
+    paths, missing, empty = find_images(inputs)
     for d in empty:
-        print(f"mobilenet-v1: warning: no images found in {d}", file=err)
+        print(f"mobilenet-v1: warning: no images found in {printable(d)}", file=err)
+    results: list[dict] = []
+
+    def report(result: dict, bar=None) -> None:
+        if "error" in result:
+            _emit(bar, f"mobilenet-v1: {printable(result['error'])}", err)
+        if output == "json":
+            results.append(result)
+        elif output == "jsonl":
+            _emit(bar, json.dumps(result), stream)
+        elif "error" not in result:
+            _emit(bar, _table(result), stream, end="")
+
+    for path in missing:  # a typo fails now, not after the weights load
+        report({"image": path, "error": f"cannot read image {path}: no such file"})
+    total = len(paths) + len(missing)
     if not paths:
+        if missing:
+            _finish(output, results, stream)
+            print(f"mobilenet-v1: {len(missing)} of {total} images could not be classified",
+                  file=err)
+            return 1
         where = ", ".join(empty) if empty else ", ".join(map(str, inputs))
-        print(f"mobilenet-v1: error: no images found in {where}", file=err)
+        print(f"mobilenet-v1: error: no images found in {printable(where)}", file=err)
         return 2
     get_preprocessor(preprocessing)  # reject a bad name before loading any weights
     # No model.folded(): inference already folds batch norm into the convolutions; a folded
     # copy is only a few percent faster, which repays the time to build it only after several
     # hundred images.
     model = _load_model(weights)
-    processor = get_preprocessor(preprocessing, model.config.image_size)
+    processor = get_preprocessor(preprocessing, model.config.image_size, model=model)
     bar = _progress_bar(len(paths), batch_size, err)
-    results, failed = [], 0
+    failed = len(missing)
     try:
         with warnings.catch_warnings():
             # Pillow warns about damaged metadata from the decoding threads ("Truncated File
@@ -210,21 +258,20 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
             warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
             for result in classify(paths, model, processor, top_k=top_k,
                                    batch_size=batch_size, progress=bar):
-                if "error" in result:
-                    failed += 1
-                    _emit(bar, f"mobilenet-v1: {result['error']}", err)
-                if json_output:
-                    results.append(result)
-                else:
-                    _emit(bar, _table(result), stream, end="")
+                failed += "error" in result
+                report(result, bar)
     finally:
         if bar is not None:
             bar.close()
-    if json_output:
-        json.dump(results, stream, indent=2)
-        stream.write("\n")
+    _finish(output, results, stream)
     if failed:
-        print(f"mobilenet-v1: {failed} of {len(paths)} images could not be classified",
-              file=err)
+        print(f"mobilenet-v1: {failed} of {total} images could not be classified", file=err)
         return 1
     return 0
+
+
+def _finish(output: str, results: list[dict], stream) -> None:
+    if output == "json":
+        json.dump(results, stream, indent=2)
+        stream.write("\n")
+        stream.flush()

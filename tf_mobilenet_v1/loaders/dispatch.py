@@ -18,9 +18,12 @@ import warnings
 
 from ..architecture import model_weight_shapes
 from ..config import MobileNetV1Config
+from ..errors import PretrainedWarning
 from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
 from .keras_files import load_keras_file, weights_h5_source
 from .source import HEAD, WeightSource, model_source
+
+__all__ = ["FORMS", "PretrainedWarning", "load_any", "load_pretrained"]
 
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
 _MODEL_KWARGS = frozenset({"input_shape", "feature_layers", "fold_batchnorm", "name"})
@@ -28,10 +31,6 @@ _SHAPE_FIELDS = ("depth_multiplier", "min_depth", "num_channels", "num_labels")
 FORMS = ("a registry name (e.g. mobilenet_v1_1.0_224), a slim checkpoint prefix or directory, "
          "a release .tgz, a frozen .pb, a .keras or .weights.h5 file, or a Hugging Face "
          "directory, .safetensors or .bin")
-
-
-class PretrainedWarning(UserWarning):
-    """A pretrained load that deliberately leaves out (or re-initializes) the classifier head."""
 
 
 # ----- sources -----
@@ -132,7 +131,8 @@ def _assemble(cls, src: WeightSource, config_overrides: dict, model_kwargs: dict
     if src.folded and fuse is False:
         raise ValueError(f"{src.description} holds batch-norm-folded weights, which cannot be "
                          "unfolded; load it with fold_batchnorm=True or from the unfolded source")
-    model = cls(config, fold_batchnorm=src.folded, **kwargs)
+    processor = src.image_processor if config.image_size == src.config.image_size else None
+    model = cls(config, fold_batchnorm=src.folded, image_processor=processor, **kwargs)
     variables = {v.path: v for v in model.weights}
     needed = [p for p in variables if not (fresh_head and p in HEAD)]
     missing = [p for p in needed if p not in src.weights]

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..architecture import infer_depth_multiplier, layer_specs
 from ..config import MobileNetV1Config
-from ..errors import first_line
+from ..errors import PretrainedWarning, first_line
 from ..fileio import read_json_object
 from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
 from .hf_names import (
@@ -29,6 +29,7 @@ from .hf_names import (
     MODEL_TYPE,
     NUM_BATCHES_TRACKED,
     PREFIX,
+    PREPROCESSOR_NAME,
     TRANSFORMS,
     WEIGHT_FILES,
     HFTensor,
@@ -211,10 +212,12 @@ def state_dict_to_keras(state_dict, model, source: str = "state dict") -> LoadRe
     report.left_at_init = not_set
     if report.dropped:
         warnings.warn(f"{source}: the model has no classifier, so "
-                      f"{', '.join(report.dropped)} were not loaded", stacklevel=2)
+                      f"{', '.join(report.dropped)} were not loaded", PretrainedWarning,
+                      stacklevel=2)
     if report.left_at_init:
         warnings.warn(f"{source} holds only the backbone; the classifier "
-                      f"({', '.join(not_set)}) keeps its random initialization", stacklevel=2)
+                      f"({', '.join(not_set)}) keeps its random initialization",
+                      PretrainedWarning, stacklevel=2)
     return report
 
 
@@ -445,9 +448,31 @@ def load_hf(path_or_state_dict, cls=MobileNetV1ForImageClassification, **config_
         # shapes before building, so an absurd (or wrong) config allocates nothing.
         _check_shapes_against(state_dict, config, source,
                               head=issubclass(cls, MobileNetV1ForImageClassification))
-    model = cls(config, input_shape=input_shape)
+    model = cls(config, input_shape=input_shape,
+                image_processor=_own_processor(path_or_state_dict, config))
     state_dict_to_keras(state_dict, model, source=source)
     return model
+
+
+def _own_processor(src, config: MobileNetV1Config) -> dict | None:
+    """The ``preprocessor_config.json`` beside HF weights, when it fits the model's size."""
+    if isinstance(src, Mapping):
+        return None
+    path = os.fspath(src)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    file = os.path.join(folder, PREPROCESSOR_NAME)
+    if not os.path.isfile(file):
+        return None
+    from ..preprocessing import MobileNetV1ImageProcessor
+
+    try:
+        processor = MobileNetV1ImageProcessor.from_pretrained(file)
+    except ValueError as e:
+        raise ValueError(f"{file}: {e}") from None
+    # An override of image_size (a variant around the same weights) makes its crop stale.
+    if processor.output_size() != (config.image_size, config.image_size):
+        return None
+    return processor.to_dict()
 
 
 def _check_shapes_against(state_dict: dict, config: MobileNetV1Config, source: str,

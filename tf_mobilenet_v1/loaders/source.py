@@ -22,6 +22,7 @@ class WeightSource:
     names: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> source name
     folded: bool = False  # batch norm folded into the convolutions
     quant_ranges: dict = dataclasses.field(default_factory=dict)
+    image_processor: dict | None = None  # the preprocessing the weights came with
 
     @property
     def has_head(self) -> bool:
@@ -34,7 +35,8 @@ def model_source(model, description: str) -> WeightSource:
                          "model; pass a MobileNet V1 .keras file")
     weights = {v.path: np.asarray(v.numpy()) for v in model.weights}
     return WeightSource(model.config, weights, description, folded=model.fold_batchnorm,
-                   quant_ranges=dict(getattr(model, "quant_ranges", {}) or {}))
+                        quant_ranges=dict(getattr(model, "quant_ranges", {}) or {}),
+                        image_processor=getattr(model, "image_processor", None))
 
 
 def _model_classes():

@@ -19,13 +19,18 @@ _LAZY = {"MobileNetV1Preprocessing": "layer", "slim_eval_preprocess": "slim",
 __all__ = ["CROP_PADDING", "MobileNetV1ImageProcessor", "PREPROCESSING_NAMES",
            "get_preprocessor", *_LAZY]
 
-PREPROCESSING_NAMES = ("crop", "resize", "slim")
+PREPROCESSING_NAMES = ("model", "crop", "resize", "slim")
 
 
-def get_preprocessor(name: str = "crop", image_size: int = 224):
-    """A processor by name for a model size: ``"crop"`` (Hugging Face's resize + center
-    crop), ``"resize"`` (Pillow bilinear straight to the model size) or ``"slim"`` (TF-slim's
-    evaluation preprocessing)."""
+def get_preprocessor(name: str = "crop", image_size: int = 224, model=None):
+    """A processor by name: ``"model"`` (the one that belongs to ``model``'s weights, see
+    ``MobileNetV1ImageProcessor.for_model``), ``"crop"`` (Hugging Face's resize + center crop
+    at ``image_size``), ``"resize"`` (Pillow bilinear straight to ``image_size``) or
+    ``"slim"`` (TF-slim's evaluation preprocessing)."""
+    if name == "model":
+        if model is None:
+            return MobileNetV1ImageProcessor.for_variant(image_size)
+        return MobileNetV1ImageProcessor.for_model(model)
     if name in ("crop", "resize"):
         return MobileNetV1ImageProcessor.for_variant(image_size, mode=name)
     if name == "slim":

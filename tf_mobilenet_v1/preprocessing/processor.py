@@ -212,6 +212,18 @@ class MobileNetV1ImageProcessor:
         raise ValueError(f"mode must be 'crop' or 'resize', got {mode!r}")
 
     @classmethod
+    def for_model(cls, model, **kwargs) -> MobileNetV1ImageProcessor:
+        """The processor that belongs to ``model``'s weights: the one its source carried (an
+        HF directory's ``preprocessor_config.json``, a ``.keras`` model saved with one), else
+        Hugging Face's crop for the model's ``image_size`` (never another size's crops)."""
+        own = getattr(model, "image_processor", None)
+        if isinstance(own, cls):
+            return cls.from_dict(own.to_dict(), **kwargs) if kwargs else own
+        if isinstance(own, dict):
+            return cls.from_dict(own, **kwargs)
+        return cls.for_variant(model.config.image_size, **kwargs)
+
+    @classmethod
     def from_config(cls, config, **kwargs) -> MobileNetV1ImageProcessor:
         """For a :class:`MobileNetV1Config` (its ``image_size``)."""
         return cls.for_variant(config.image_size, **kwargs)
