@@ -14,15 +14,21 @@ LABELS_FILE = "labels.txt"
 
 
 def check_classifier(model):
-    """Return ``model`` if it is a MobileNetV1ForImageClassification, else raise ValueError."""
+    """``model`` ready to export: our classifier as it is, or a user's Keras classifier built
+    around our backbone (keras.applications-style fine-tune), wrapped by ``fine_tuned``."""
     from tf_mobilenet_v1.models import MobileNetV1ForImageClassification
 
-    if not isinstance(model, MobileNetV1ForImageClassification):
+    if isinstance(model, MobileNetV1ForImageClassification):
+        return model
+    from .fine_tuned import fine_tuned
+
+    wrapped = fine_tuned(model)
+    if wrapped is None:
         raise ValueError(
-            f"export needs a MobileNetV1ForImageClassification, got {type(model).__name__}; "
-            "load the weights with MobileNetV1ForImageClassification.from_pretrained"
-        )
-    return model
+            f"export needs a MobileNetV1ForImageClassification or a Keras model built around "
+            f"one of our MobileNet V1 models, got {type(model).__name__}; load the weights "
+            "with MobileNetV1ForImageClassification.from_pretrained")
+    return wrapped
 
 
 def at_size(model, image_size: int | None):
@@ -31,12 +37,17 @@ def at_size(model, image_size: int | None):
     Models with ``global_pool=True`` accept any size; slim's fixed-pool models have a static
     input shape and are rebuilt for another size. The logits must stay (batch, num_labels).
     """
-    check_classifier(model)
+    model = check_classifier(model)
     size = image_size or model.config.image_size
     if not isinstance(size, int) or size < 32:
         raise ValueError(f"image_size must be an integer of at least 32, got {size!r}")
     h, w = model.input_shape[1:3]
     if (h, w) not in ((None, None), (size, size)):
+        from tf_mobilenet_v1.models import MobileNetV1ForImageClassification
+
+        if not isinstance(model, MobileNetV1ForImageClassification):
+            raise ValueError(f"this model takes {h}x{w} inputs; export it at that size (a "
+                             "model of your own is not rebuilt at another size)")
         cfg = model.get_config()
         cfg["input_shape"] = (size, size, model.config.num_channels)
         rebuilt = type(model).from_config(cfg)

@@ -53,6 +53,11 @@ def _load(src):
 
     if isinstance(src, keras.Model):
         return check_classifier(src)
+    path = os.fspath(src)
+    if path.endswith(".keras") and os.path.isfile(path):
+        from tf_mobilenet_v1.loaders.keras_files import load_keras_file
+
+        return check_classifier(load_keras_file(path, users_own=True))  # a fine-tune, too
     from tf_mobilenet_v1.loaders.dispatch import load_any
 
     return check_classifier(load_any(src))

@@ -11,7 +11,8 @@ Signatures (all batched, outputs by name):
   REST API turns ``{"b64": ...}`` into these bytes) -> the same outputs as ``serving_uint8``.
 
 The graph holds only TensorFlow ops: ``tf.saved_model.load`` runs it without this package.
-``assets.extra/labels.txt`` holds the class names (line i = index i).
+``assets.extra/labels.txt`` holds the class names (line i = index i) and
+``assets.extra/preprocessor_config.json`` the image signatures' preprocessing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ._deploy import LABELS_FILE, at_size, check_classifier, labels_of, labels_t
 
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
 PREPROCESSING_MODES = ("crop", "resize")
+DEFAULT_TOP_K = 5
 
 
 def _outputs(tf, logits, labels, top_k):
@@ -46,11 +48,12 @@ def _decode(tf, data):
     )
 
 
-def build_archive(model, *, top_k: int = 5, preprocessing: str = "crop",
+def build_archive(model, *, top_k: int | None = None, preprocessing: str = "crop",
                   image_size: int | None = None):
     """A ``keras.export.ExportArchive`` with the three serving signatures (not yet written).
 
-    ``image_size`` (default: the config's) is what the uint8 / bytes signatures resize to.
+    ``image_size`` (default: the config's) is what the uint8 / bytes signatures resize to;
+    ``top_k`` defaults to 5, or to ``num_labels`` when there are fewer classes.
     """
     import keras
     import tensorflow as tf
@@ -59,6 +62,8 @@ def build_archive(model, *, top_k: int = 5, preprocessing: str = "crop",
 
     model, size = at_size(check_classifier(model), image_size)
     cfg = model.config
+    if top_k is None:  # five, or every class of a smaller head
+        top_k = min(DEFAULT_TOP_K, cfg.num_labels)
     if not 1 <= int(top_k) <= cfg.num_labels:
         raise ValueError(f"top_k must be between 1 and num_labels={cfg.num_labels}, got {top_k}")
     if preprocessing not in PREPROCESSING_MODES:
@@ -96,7 +101,20 @@ def build_archive(model, *, top_k: int = 5, preprocessing: str = "crop",
     return archive
 
 
-def export_saved_model(model, dst, *, force: bool = False, top_k: int = 5,
+def _processor(model, preprocessing: str, image_size: int | None):
+    """What the image signatures do, as an HF processor: so a client feeding the float
+    signature itself (Beam's handler, a server) prepares pixels the same way."""
+    from tf_mobilenet_v1.preprocessing import MobileNetV1ImageProcessor
+
+    size = image_size or model.config.image_size
+    if preprocessing == "crop":
+        own = MobileNetV1ImageProcessor.for_model(model)
+        if own.output_size() == (size, size):
+            return own
+    return MobileNetV1ImageProcessor.for_variant(size, mode=preprocessing)
+
+
+def export_saved_model(model, dst, *, force: bool = False, top_k: int | None = None,
                        preprocessing: str = "crop", image_size: int | None = None) -> str:
     """Write a SavedModel directory with the signatures above; return ``dst``.
 
@@ -106,6 +124,7 @@ def export_saved_model(model, dst, *, force: bool = False, top_k: int = 5,
     export leaves nothing, and an existing ``dst`` is replaced only with ``force``.
     """
     dst = check_writable(os.fspath(dst).rstrip(os.sep) or os.sep, force)
+    model = check_classifier(model)
     archive = build_archive(model, top_k=top_k, preprocessing=preprocessing,
                             image_size=image_size)
     with atomic_output(dst, force, directory=True) as tmp:
@@ -117,6 +136,7 @@ def export_saved_model(model, dst, *, force: bool = False, top_k: int = 5,
         os.makedirs(extra, exist_ok=True)
         with open(os.path.join(extra, LABELS_FILE), "w", encoding="utf-8", newline="\n") as f:
             f.write(labels_text(model))
+        _processor(model, preprocessing, image_size).save_pretrained(extra)
     return dst
 
 

@@ -176,7 +176,7 @@ def export_tflite(model, dst, *, quantize: str = "none", io_type: str | None = N
     dst = check_writable(os.fspath(dst), force)
     if not dst.endswith(".tflite"):
         raise ValueError(f"TFLite output {dst!r} must end in .tflite")
-    check_classifier(model)
+    model = check_classifier(model)
     labels_path = os.path.join(os.path.dirname(os.path.abspath(dst)), LABELS_FILE)
     text = labels_text(model) if write_labels else None
     if text is not None and not force and os.path.lexists(labels_path) \

@@ -48,5 +48,6 @@ def require_module(name: str):
         return importlib.import_module(name)
     except ImportError:
         if os.environ.get("CI"):
-            pytest.fail(f"{name} is required in CI (pip install -e '.[test,interop]')")
+            pytest.fail(f"{name} is required in CI "
+                        "(pip install -e '.[test,interop,backends,beam]')")
         pytest.skip(f"{name} is not installed")

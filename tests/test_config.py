@@ -57,7 +57,7 @@ def test_old_hf_dropout_default_warns():
     ({"hidden_act": "mish"}, "hidden_act"),
     ({"image_size": 16}, "image_size"),
     ({"image_size": -224}, "image_size"),
-    ({"num_labels": 0}, "num_labels"),
+    ({"num_labels": -1}, "num_labels"),
 ])
 def test_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):

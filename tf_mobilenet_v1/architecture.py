@@ -125,7 +125,9 @@ def weight_shapes(spec: LayerSpec, folded: bool = False) -> dict[str, tuple[int,
 
 
 def head_shapes(in_channels: int, num_labels: int) -> dict[str, tuple[int, ...]]:
-    """The 1x1 ``Logits`` convolution's weights by Keras path."""
+    """The 1x1 ``Logits`` convolution's weights by Keras path (none for ``num_labels=0``)."""
+    if not num_labels:
+        return {}
     return {f"{LOGITS_NAME}/kernel": (1, 1, in_channels, num_labels),
             f"{LOGITS_NAME}/bias": (num_labels,)}
 

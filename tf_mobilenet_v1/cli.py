@@ -31,6 +31,14 @@ def _predict(args) -> int:
                        batch_size=args.batch_size, preprocessing=args.preprocessing)
 
 
+def _beam(args) -> int:
+    from .beam import run_beam
+
+    return run_beam(args.input, args.output, args.pipeline_args, weights=args.weights,
+                    top_k=args.top_k, preprocessing=args.preprocessing,
+                    batch_size=args.batch_size)
+
+
 def _convert(args) -> int:
     from converters.convert import convert
 
@@ -104,6 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "examples'); slim: TF-slim's eval crop")
     s.set_defaults(func=_predict)
 
+    s = add("beam", help="classify images at scale with Apache Beam RunInference",
+            description="Runs on any Beam runner: arguments not listed here are Beam's "
+            "pipeline options (--runner DataflowRunner --project P --region R "
+            "--temp_location gs://..., --direct_running_mode multi_processing, ...). Writes "
+            "OUTPUT-SSSSS-of-NNNNN.jsonl (predict --jsonl's lines) and OUTPUT-errors-*.jsonl.")
+    s.add_argument("--input", action="append", required=True, metavar="PATTERN",
+                   help="file pattern (local, gs://, s3://...; repeatable); only image "
+                   "files are classified")
+    s.add_argument("--output", required=True, help="output prefix, e.g. gs://bucket/preds")
+    s.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                   help="as predict's --weights, or an exported .tflite / SavedModel")
+    s.add_argument("--top-k", type=int, default=5, help="predictions per image")
+    s.add_argument("--batch-size", type=int, default=32, help="largest batch per model call")
+    s.add_argument("--preprocessing", choices=PREPROCESSING_NAMES, default="model",
+                   help="as predict's --preprocessing")
+    s.set_defaults(func=_beam)
+
     s = add("convert", help="convert weights between formats (by DST's form)",
                        description="DST forms: *.keras, *.weights.h5, *.ckpt (slim), "
                        "*.safetensors, *.bin, or a Hugging Face directory (an existing "
@@ -144,7 +169,11 @@ def _import_tensorflow_quietly():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "beam":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pipeline_args = extra  # Beam's own options
     _import_tensorflow_quietly()
     if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         print("mobilenet-v1: error: --top-k and --batch-size must be at least 1", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import numbers
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .architecture import VALID_OUTPUT_STRIDES
+from .fileio import SavesPretrained
 from .labels import default_id2label
 from .variants import FORMAT as VARIANT_FORMAT
 from .variants import parse_variant, release_stem, variant_name
@@ -22,6 +24,10 @@ MAX_DEPTH_MULTIPLIER = 16.0
 MAX_NUM_LABELS = 1_000_000
 
 # Keys a transformers ``config.json`` carries that mean nothing for this port.
+CONFIG_NAME = "config.json"
+MODEL_TYPE = "mobilenet_v1"
+_LABEL_FIELDS = ("num_labels", "id2label", "label2id")
+
 _HF_GENERIC_KEYS = frozenset({
     "architectures", "model_type", "torch_dtype", "dtype", "transformers_version",
     "_name_or_path", "return_dict", "output_attentions", "torchscript", "use_bfloat16",
@@ -34,13 +40,17 @@ _HF_GENERIC_KEYS = frozenset({
 
 
 @dataclasses.dataclass
-class MobileNetV1Config:
+class MobileNetV1Config(SavesPretrained):
     """Configuration of a MobileNet V1 (field names and defaults follow Hugging Face's).
 
     Extras over Hugging Face: ``output_stride`` (atrous, 8/16/32), ``global_pool`` (False gives
-    slim's fixed 7x7 VALID average pool with stride 2) and ``num_labels``/``id2label`` as fields.
+    slim's fixed 7x7 VALID average pool with stride 2), ``spatial_squeeze`` (False keeps the
+    logits (B, 1, 1, C) as slim can) and ``num_labels``/``id2label`` as fields; ``num_labels=0``
+    (or None) is slim's ``num_classes=0``: the classifier returns the pre-logits features.
     ``classifier_dropout_prob`` defaults to 0.001: HF's 0.999 was slim's *keep* probability.
     """
+
+    FILE_NAME = CONFIG_NAME  # not a field: save_pretrained writes it
 
     num_channels: int = 3
     image_size: int = 224
@@ -56,6 +66,7 @@ class MobileNetV1Config:
     label2id: dict[str, int] | None = None
     output_stride: int | None = None
     global_pool: bool = True
+    spatial_squeeze: bool = True
     output_hidden_states: bool = False
 
     def __post_init__(self):
@@ -93,6 +104,51 @@ class MobileNetV1Config:
                 "(transformers issue 22767), the intended drop rate is 0.001",
                 stacklevel=3,
             )
+        object.__setattr__(self, "_ready", True)
+
+    def __setattr__(self, name, value):
+        """HF-style edits (``config.num_labels = 3``) go through the same validation as the
+        constructor and keep the label fields consistent; a built model's config only lets its
+        label names change, since its layers were made for the rest."""
+        if not self.__dict__.get("_ready") or name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        fields = [f.name for f in dataclasses.fields(self)]
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            raise AttributeError(f"MobileNetV1Config has no field {name!r}"
+                                 + (f"; did you mean {close[0]!r}?" if close else ""))
+        owner = self.__dict__.get("_owner")
+        if owner and name not in _LABEL_FIELDS[1:]:
+            raise AttributeError(
+                f"the config of a built {owner} cannot change {name} (its layers were made "
+                f"for {name}={getattr(self, name)!r}); build a new model instead, e.g. "
+                f"{owner}.from_pretrained(weights, {name}=...)")
+        data = self.to_dict()
+        data[name] = value
+        if name == "num_labels":
+            data.pop("id2label")
+            data.pop("label2id")
+        elif name == "id2label":
+            data.pop("label2id")
+            if isinstance(value, Mapping):
+                data["num_labels"] = len(value)
+        elif name == "label2id":
+            if not isinstance(value, Mapping):
+                raise ValueError("MobileNetV1Config: label2id must be a mapping of names to ids")
+            data["id2label"] = {i: n for n, i in value.items()}
+            data["num_labels"] = len(value)
+        new = type(self)(**data)
+        if owner and new.num_labels != self.num_labels:
+            raise AttributeError(
+                f"the config of a built {owner} has {self.num_labels} labels; {name} must name "
+                f"exactly {self.num_labels} (for another count, build a new model with "
+                "num_labels=...)")
+        self.__dict__.update({f: getattr(new, f) for f in fields})
+
+    def _bind(self, owner: str) -> None:
+        """Tie this config to a built model (see ``__setattr__``)."""
+        object.__setattr__(self, "_owner", owner)
 
     def _validate(self):
         def bad(msg):
@@ -103,7 +159,9 @@ class MobileNetV1Config:
         for name in ("num_channels", "image_size", "min_depth", "num_labels"):
             if isinstance(getattr(self, name), bool):
                 bad(f"{name} must be an integer, got {getattr(self, name)!r}")
-        for name in ("tf_padding", "global_pool", "output_hidden_states"):
+        if self.num_labels is None:  # HF and slim both spell "no classifier" this way
+            self.num_labels = 0
+        for name in ("tf_padding", "global_pool", "spatial_squeeze", "output_hidden_states"):
             if not isinstance(getattr(self, name), bool):
                 bad(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("depth_multiplier", "classifier_dropout_prob", "initializer_range",
@@ -127,8 +185,8 @@ class MobileNetV1Config:
                 f"got {self.image_size!r}")
         if not isinstance(self.num_channels, int) or not 1 <= self.num_channels <= 64:
             bad(f"num_channels must be an integer in [1, 64], got {self.num_channels!r}")
-        if not isinstance(self.num_labels, int) or not 1 <= self.num_labels <= MAX_NUM_LABELS:
-            bad(f"num_labels must be an integer in [1, {MAX_NUM_LABELS}], "
+        if not isinstance(self.num_labels, int) or not 0 <= self.num_labels <= MAX_NUM_LABELS:
+            bad(f"num_labels must be an integer in [0, {MAX_NUM_LABELS}] (0: no classifier), "
                 f"got {self.num_labels!r}")
         if not 0 <= self.classifier_dropout_prob < 1:
             bad(f"classifier_dropout_prob must be in [0, 1), got {self.classifier_dropout_prob}")
@@ -168,13 +226,26 @@ class MobileNetV1Config:
         return cls(**kwargs)
 
     def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        """``config.json`` text, readable by transformers' ``MobileNetV1Config`` too."""
+        data = {**self.to_dict(), "model_type": MODEL_TYPE}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides) -> MobileNetV1Config:
         from .fileio import read_json_object
 
         return cls.from_dict(read_json_object(path, "config"), **overrides)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides) -> MobileNetV1Config:
+        """From a directory holding ``config.json``, that file itself, or a variant name
+        (``mobilenet_v1_0.5_160``: nothing is downloaded)."""
+        path = os.fspath(name_or_path)
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        if os.path.exists(path) or os.sep in path or path.endswith(".json"):
+            return cls.from_json_file(path, **overrides)
+        return cls.from_variant(path, **overrides)
 
     def replace(self, **changes) -> MobileNetV1Config:
         """A copy with some fields changed (a new ``num_labels`` resets the label names)."""

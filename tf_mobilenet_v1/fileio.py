@@ -91,3 +91,27 @@ def read_json_object(path: str | os.PathLike, what: str = "config") -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path} must hold a JSON object")
     return data
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (a config file saved again is the usual case)."""
+    with atomic_output(path, force=True) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+class SavesPretrained:
+    """HF's ``to_json_file`` and ``save_pretrained`` for a class with ``to_json_string`` and
+    a ``FILE_NAME`` (``config.json``, ``preprocessor_config.json``)."""
+
+    FILE_NAME = ""
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        """Write ``to_json_string()`` to ``path`` (atomically; an existing file is replaced)."""
+        write_text(path, self.to_json_string())
+
+    def save_pretrained(self, directory: str | os.PathLike) -> str:
+        """Write ``FILE_NAME`` into ``directory`` (created if needed), as HF does; return it."""
+        path = os.path.join(os.fspath(directory), self.FILE_NAME)
+        self.to_json_file(path)
+        return path

@@ -9,6 +9,7 @@ go through Pillow's conversions. Errors are ``ValueError``s that name the file.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -81,11 +82,12 @@ def _bomb_message(path, err) -> str:
             "files)")
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
+def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
     """Open, fully decode and orient an image file; returns a loaded PIL image (any mode).
 
-    Raises ``ValueError`` naming the file when it is missing, not an image, truncated,
-    corrupt, or larger than Pillow's decompression-bomb limit (an image above
+    ``data``: the file's bytes, already read (e.g. from a bucket); ``path`` then only names
+    it in messages. Raises ``ValueError`` naming the file when it is missing, not an image,
+    truncated, corrupt, or larger than Pillow's decompression-bomb limit (an image above
     ``Image.MAX_IMAGE_PIXELS`` is refused, not just warned about).
     """
     path = os.fspath(path)
@@ -95,7 +97,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
             # decodes or fails below with a clear error, so only the bomb warning matters.
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(path if data is None else io.BytesIO(data))
             try:
                 im.seek(0)  # first frame of GIF / WebP / TIFF sequences (TIFF re-reads tags)
             except BaseException:

@@ -1,10 +1,10 @@
-"""The one building block: convolution (full, depthwise or 1x1) + batch norm + activation."""
+"""The building blocks: convolution (full, depthwise or 1x1) + batch norm + activation, and
+slim's fixed average pool."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 BN_MOMENTUM = 0.9997
@@ -130,6 +130,8 @@ class ConvBlock(keras.layers.Layer):
         Conv2D + FusedBatchNorm is fused as is; a depthwise conv is only fused with a bias, so
         its small kernel is scaled instead.
         """
+        import tensorflow as tf  # this path runs on the TensorFlow backend only
+
         conv, bn = self.conv, self.bn
         args = dict(strides=conv.strides, padding=conv.padding, dilation_rate=conv.dilation_rate)
         if self.kind == "depthwise":
@@ -190,3 +192,51 @@ class ConvBlock(keras.layers.Layer):
             "initializer_range": self.initializer_range,
             "fold_batchnorm": self.fold_batchnorm,
         }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SlimAvgPool(keras.layers.Layer):
+    """slim's ``AvgPool_1a`` when ``global_pool=False``: a VALID ``kernel`` x ``kernel`` average
+    pool with stride ``strides``, the kernel reduced to the feature map where the map is
+    smaller (``_reduced_kernel_size_for_small_input``).
+
+    Unlike slim it also works when the input size is unknown until run time: each axis is then
+    pooled separately (an average over a window is the average of per-axis averages), choosing
+    full window or whole axis from the runtime size.
+    """
+
+    def __init__(self, kernel: int = 7, strides: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel, self.strides = int(kernel), int(strides)
+
+    def _size(self, s):
+        if s is None:
+            return None
+        return 1 if s < self.kernel else (s - self.kernel) // self.strides + 1
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return (n, self._size(h), self._size(w), c)
+
+    def call(self, x):
+        h, w = x.shape[1], x.shape[2]
+        if h is not None and w is not None:
+            pool = (min(h, self.kernel), min(w, self.kernel))
+            return ops.average_pool(x, pool, self.strides, padding="valid")
+        return self._pool_axis(self._pool_axis(x, 1), 2)
+
+    def _pool_axis(self, x, axis: int):
+        k, s = self.kernel, self.strides
+        pool = (k, 1) if axis == 1 else (1, k)
+        strides = (s, 1) if axis == 1 else (1, s)
+        size = x.shape[axis]
+        if size is not None:
+            if size < k:
+                return ops.mean(x, axis=axis, keepdims=True)
+            return ops.average_pool(x, pool, strides, padding="valid")
+        return ops.cond(ops.shape(x)[axis] < k,
+                        lambda: ops.mean(x, axis=axis, keepdims=True),
+                        lambda: ops.average_pool(x, pool, strides, padding="valid"))
+
+    def get_config(self):
+        return {**super().get_config(), "kernel": self.kernel, "strides": self.strides}

@@ -16,7 +16,7 @@ from keras import ops
 
 from .architecture import LOGITS_NAME, hidden_state_names, layer_specs
 from .config import MIN_INPUT_SIZE, MobileNetV1Config
-from .layers import ConvBlock
+from .layers import ConvBlock, SlimAvgPool
 from .outputs import decode_predictions, logits_of
 
 _PACKAGE = "tf_mobilenet_v1"
@@ -56,7 +56,7 @@ def _input_shape(config: MobileNetV1Config, input_shape) -> tuple:
     return input_shape
 
 
-def _backbone(inputs, config: MobileNetV1Config, fold_batchnorm: bool) -> dict:
+def _backbone(inputs, config: MobileNetV1Config, fold_batchnorm: bool, dtype=None) -> dict:
     """Apply the 27 layers; return every layer's output by slim name."""
     outputs, x = {}, inputs
     for spec in layer_specs(config):
@@ -72,33 +72,32 @@ def _backbone(inputs, config: MobileNetV1Config, fold_batchnorm: bool) -> dict:
             initializer_range=config.initializer_range,
             fold_batchnorm=fold_batchnorm,
             name=spec.name,
+            dtype=dtype,
         )(x)
         outputs[spec.name] = x
     return outputs
 
 
-def _pool(x, config: MobileNetV1Config):
-    """slim's ``AvgPool_1a``: global mean, or a 7x7 VALID stride-2 pool shrunk for small maps."""
+def _pool(x, config: MobileNetV1Config, dtype=None):
+    """slim's ``AvgPool_1a``: global mean, or a 7x7 VALID stride-2 pool shrunk for small maps
+    (at any input size, known when the model is built or only at run time)."""
     if config.global_pool:
-        return keras.layers.GlobalAveragePooling2D(keepdims=True, name="AvgPool_1a")(x)
-    h, w = x.shape[1], x.shape[2]
-    kernel = (POOL_KERNEL if h is None else min(h, POOL_KERNEL),
-              POOL_KERNEL if w is None else min(w, POOL_KERNEL))
-    return keras.layers.AveragePooling2D(kernel, strides=2, padding="valid",
-                                         name="AvgPool_1a")(x)
+        return keras.layers.GlobalAveragePooling2D(keepdims=True, name="AvgPool_1a",
+                                                   dtype=dtype)(x)
+    return SlimAvgPool(POOL_KERNEL, strides=2, name="AvgPool_1a", dtype=dtype)(x)
 
 
-def _squeeze(x, name):
+def _squeeze(x, name, dtype=None):
     """Drop 1x1 spatial dims (slim's ``spatial_squeeze``); larger maps stay 4-D."""
     if x.shape[1] == 1 and x.shape[2] == 1:
-        return keras.layers.Reshape((x.shape[-1],), name=name)(x)
+        return keras.layers.Reshape((x.shape[-1],), name=name, dtype=dtype)(x)
     return x
 
 
 # keras.applications' arguments: accepted by the ``MobileNetV1`` factory, not the classes.
 _APPLICATIONS_ARGS = frozenset({"include_top", "weights", "pooling", "classes",
                                 "classifier_activation", "input_tensor", "alpha"})
-_MODEL_KWARGS = frozenset({"trainable", "frozen_layers"})
+_MODEL_KWARGS = frozenset({"trainable", "frozen_layers", "dtype"})
 
 
 def _check_kwargs(cls_name: str, kwargs: dict, allowed: frozenset) -> None:
@@ -135,7 +134,14 @@ class _MobileNetV1Base(keras.Model):
         _check_kwargs(type(self).__name__, kwargs, _MODEL_KWARGS | {"image_processor"} | extra)
         processor = kwargs.pop("image_processor", None)
         self._frozen_arg = list(kwargs.pop("frozen_layers", None) or [])
-        self.config = _resolve_config(config, kwargs)
+        # A dtype policy for every layer ("mixed_float16", "bfloat16", ...); None follows
+        # keras.config.dtype_policy(), so keras.mixed_precision.set_global_policy works too.
+        self._dtype_arg = kwargs.pop("dtype", None)
+        if self._dtype_arg is not None:
+            self._dtype_arg = keras.dtype_policies.get(self._dtype_arg)
+        # The model's own copy: editing it may rename labels, never change what was built.
+        self.config = dataclasses.replace(_resolve_config(config, kwargs))
+        self.config._bind(type(self).__name__)
         # The preprocessing that belongs to these weights (saved with the model); None means
         # Hugging Face's crop at config.image_size (MobileNetV1ImageProcessor.for_model).
         self.image_processor = processor.to_dict() if hasattr(processor, "to_dict") \
@@ -143,7 +149,7 @@ class _MobileNetV1Base(keras.Model):
         self._input_shape_arg = None if input_shape is None else tuple(input_shape)
         self.fold_batchnorm = bool(fold_batchnorm)
         inputs = keras.Input(_input_shape(self.config, input_shape), name="pixel_values")
-        return inputs, _backbone(inputs, self.config, self.fold_batchnorm)
+        return inputs, _backbone(inputs, self.config, self.fold_batchnorm, self._dtype_arg)
 
     def _finish_init(self):
         """Per-layer ``trainable`` flags, restored from a save (Keras rebuilds our layers from
@@ -173,6 +179,8 @@ class _MobileNetV1Base(keras.Model):
             "input_shape": self._input_shape_arg,
             "fold_batchnorm": self.fold_batchnorm,
             "image_processor": self.image_processor,
+            "dtype": None if self._dtype_arg is None
+            else keras.dtype_policies.serialize(self._dtype_arg),
             **self._extra_config(),
         }
 
@@ -248,11 +256,11 @@ class MobileNetV1Model(_MobileNetV1Base):
             outputs = {n: feats[n] for n in feature_layers}
         else:
             last = feats[hidden_state_names()[-1]]
-            pooled = _pool(last, self.config)
+            pooled = _pool(last, self.config, self._dtype_arg)
             if self.config.global_pool:
-                pooled = keras.layers.Flatten(name="pooler")(pooled)
+                pooled = keras.layers.Flatten(name="pooler", dtype=self._dtype_arg)(pooled)
             else:
-                pooled = _squeeze(pooled, "pooler")
+                pooled = _squeeze(pooled, "pooler", self._dtype_arg)
             outputs = {"last_hidden_state": last, "pooler_output": pooled}
             if self.config.output_hidden_states:
                 outputs["hidden_states"] = [feats[n] for n in hidden_state_names()]
@@ -271,21 +279,25 @@ class MobileNetV1ForImageClassification(_MobileNetV1Base):
     ``model.predict(x)`` returns logits (B, num_labels), index 0 = background for the official
     1001-class weights; ``predict_proba`` gives softmax probabilities. With
     ``global_pool=False`` and inputs larger than the config's size the logits are spatial
-    (B, h, w, num_labels). With ``output_hidden_states`` the output is a dict with ``logits``
-    and ``hidden_states``.
+    (B, h, w, num_labels); ``spatial_squeeze=False`` keeps (B, 1, 1, num_labels). With
+    ``num_labels=0`` the output is the pooled pre-logits features (B, C), like slim's
+    ``num_classes=0`` and HF's identity classifier. With ``output_hidden_states`` the output
+    is a dict with ``logits`` and ``hidden_states``.
     """
 
     def __init__(self, config=None, *, input_shape=None, fold_batchnorm=False,
                  name="mobilenet_v1_classifier", **kwargs):
         inputs, feats = self._init_common(config, input_shape, fold_batchnorm, kwargs)
         cfg = self.config
-        x = _pool(feats[hidden_state_names()[-1]], cfg)
-        x = keras.layers.Dropout(cfg.classifier_dropout_prob, name="Dropout_1b")(x)
-        x = keras.layers.Conv2D(
-            cfg.num_labels, 1, name=LOGITS_NAME,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=cfg.initializer_range),
-        )(x)
-        logits = _squeeze(x, "SpatialSqueeze")
+        x = _pool(feats[hidden_state_names()[-1]], cfg, self._dtype_arg)
+        if cfg.num_labels:  # 0: slim's num_classes=0, the pre-logits features are the output
+            x = keras.layers.Dropout(cfg.classifier_dropout_prob, name="Dropout_1b",
+                                     dtype=self._dtype_arg)(x)
+            x = keras.layers.Conv2D(
+                cfg.num_labels, 1, name=LOGITS_NAME, dtype=self._dtype_arg,
+                kernel_initializer=keras.initializers.RandomNormal(stddev=cfg.initializer_range),
+            )(x)
+        logits = _squeeze(x, "SpatialSqueeze", self._dtype_arg) if cfg.spatial_squeeze else x
         if cfg.output_hidden_states:
             outputs = {"logits": logits,
                        "hidden_states": [feats[n] for n in hidden_state_names()]}
@@ -294,12 +306,19 @@ class MobileNetV1ForImageClassification(_MobileNetV1Base):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._finish_init()
 
+    def _require_labels(self):
+        if not self.config.num_labels:
+            raise ValueError("this model has num_labels=0: its outputs are pre-logits "
+                             "features, not class scores")
+
     def predict_proba(self, x, **predict_kwargs) -> np.ndarray:
         """Softmax probabilities over ``num_labels`` (same arguments as ``predict``)."""
+        self._require_labels()
         logits = logits_of(self.predict(x, **predict_kwargs))
         return np.asarray(ops.softmax(logits, axis=-1))
 
     def decode(self, logits, top_k: int = 5) -> list[list[tuple[int, str, float]]]:
         """Top-k ``(index, label, probability)`` for each row of ``logits``."""
+        self._require_labels()
         return decode_predictions(logits, top_k, self.config.id2label)
 

@@ -26,7 +26,8 @@ from .source import HEAD, WeightSource, model_source
 __all__ = ["FORMS", "PretrainedWarning", "load_any", "load_pretrained"]
 
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
-_MODEL_KWARGS = frozenset({"input_shape", "feature_layers", "fold_batchnorm", "name"})
+_MODEL_KWARGS = frozenset({"input_shape", "feature_layers", "fold_batchnorm", "name", "dtype",
+                           "trainable"})
 _SHAPE_FIELDS = ("depth_multiplier", "min_depth", "num_channels", "num_labels")
 FORMS = ("a registry name (e.g. mobilenet_v1_1.0_224), a slim checkpoint prefix or directory, "
          "a release .tgz, a frozen .pb, a .keras or .weights.h5 file, or a Hugging Face "
@@ -121,9 +122,9 @@ def _assemble(cls, src: WeightSource, config_overrides: dict, model_kwargs: dict
             raise ValueError(
                 f"{src.description} has no classifier head (Logits); load it with "
                 "MobileNetV1Model.from_pretrained, or pass num_labels=N to start a new head")
-        fresh_head = True
-    elif want_head and config.num_labels != src.config.num_labels:
-        fresh_head = True
+        fresh_head = bool(config.num_labels)
+    elif want_head and config.num_labels not in (0, src.config.num_labels):
+        fresh_head = True  # num_labels=0 has no head at all: nothing to start afresh
     # A fresh head may differ in shape; everything else must match the source exactly.
     _check_shapes(src, config, want_head and not fresh_head, config_overrides)
     kwargs = dict(model_kwargs)

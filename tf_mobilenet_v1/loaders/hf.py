@@ -170,7 +170,7 @@ def state_dict_to_keras(state_dict, model, source: str = "state dict") -> LoadRe
     src_prefixed = any(k.startswith(PREFIX) for k in sd)
     rows = hf_table(model.config, with_head=src_prefixed)
     report = LoadReport()
-    if src_prefixed and not with_head:
+    if src_prefixed and not (with_head and model.config.num_labels):
         head = [k for k in sd if k.startswith(CLASSIFIER + ".")]
         rows = [r for r in rows if not r.hf_key.startswith(CLASSIFIER + ".")]
         report.dropped = sorted(head)

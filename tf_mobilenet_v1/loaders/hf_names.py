@@ -16,9 +16,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..architecture import LayerSpec, head_shapes, kernel_path, layer_specs, weight_shapes
+from ..config import CONFIG_NAME, MODEL_TYPE  # noqa: F401 (HF names, kept with the others)
 
-MODEL_TYPE = "mobilenet_v1"
-CONFIG_NAME = "config.json"
 PREPROCESSOR_NAME = "preprocessor_config.json"
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
@@ -138,7 +137,7 @@ def hf_table(config, with_head: bool = True) -> list[HFTensor]:
     for index, spec in enumerate(specs):
         for row in _layer_rows(hf_module_name(index, spec), spec):
             rows.append(row._replace(hf_key=prefix + row.hf_key))
-    if with_head:
+    if with_head and config.num_labels:  # num_labels=0: HF's classifier is an Identity
         kernel, bias = head_shapes(specs[-1].out_channels, config.num_labels).items()
         rows.append(HFTensor(f"{CLASSIFIER}.weight", kernel[0], "linear",
                              _hf_shape("linear", kernel[1])))

@@ -17,8 +17,12 @@ from .source import WeightSource, model_source
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
 
 
-def load_keras_file(path: str):
-    """Our model from a ``.keras`` archive, in Keras's safe mode, after ``check_keras_archive``."""
+def load_keras_file(path: str, users_own: bool = False):
+    """Our model from a ``.keras`` archive, in Keras's safe mode, after ``check_keras_archive``.
+
+    ``users_own``: also accept any Keras model built around one of ours (a fine-tuned
+    keras.applications-style model); it must contain a MobileNet V1.
+    """
     import zipfile
 
     import keras
@@ -26,7 +30,8 @@ def load_keras_file(path: str):
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a .keras archive (not a zip file: truncated, corrupt or "
                          "another format); pass a .keras file saved by this package")
-    check_keras_archive(path)
+    if not (users_own and keras_archive_class(path) not in _KERAS_CLASSES):
+        check_keras_archive(path)
     try:
         # safe_mode (the default, spelled out): a Lambda layer's pickled bytecode is refused.
         model = keras.saving.load_model(path, safe_mode=True)
@@ -35,10 +40,35 @@ def load_keras_file(path: str):
         first = first_line(e)
         raise ValueError(f"cannot load Keras file {path} ({first}); pass a .keras file saved "
                          "by this package") from None
+    if users_own and contains_mobilenet(model):
+        return model
     if not isinstance(model, (MobileNetV1Model, MobileNetV1ForImageClassification)):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a MobileNet V1 model; "
                          "pass a MobileNet V1 .keras file")
     return model
+
+
+def contains_mobilenet(model) -> bool:
+    """True when ``model`` is, or has among its layers, one of our MobileNet V1 models."""
+    import keras
+
+    classes = (MobileNetV1Model, MobileNetV1ForImageClassification)
+    if not isinstance(model, keras.layers.Layer):
+        return False
+    return any(isinstance(layer, classes) for layer in model._flatten_layers(include_self=True))
+
+
+def keras_archive_class(path: str) -> str | None:
+    """The top-level class name a ``.keras`` archive's config.json declares (None if unreadable)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("config.json"))
+    except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError):
+        return None
+    return data.get("class_name") if isinstance(data, dict) else None
 
 
 _KERAS_CLASSES = {cls.__name__: cls

@@ -8,16 +8,19 @@ normalize in float32.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
+from ..fileio import SavesPretrained
 from ..images import to_rgb_array
 
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
+PREPROCESSOR_NAME = "preprocessor_config.json"
 CROP_PADDING = 32  # HF's converted configs: shortest_edge = image_size + 32
 
 _RESAMPLE_NAMES = {
@@ -162,7 +165,7 @@ def _finish(batch: list[np.ndarray], return_tensors, data_format):
     return {"pixel_values": out}
 
 
-class MobileNetV1ImageProcessor:
+class MobileNetV1ImageProcessor(SavesPretrained):
     """Hugging Face's MobileNet V1 image processor, in numpy and Pillow.
 
     Defaults (HF's): resize the shortest edge to 256 (bilinear, keeping the aspect ratio;
@@ -173,6 +176,8 @@ class MobileNetV1ImageProcessor:
     """
 
     model_input_names = ("pixel_values",)
+
+    FILE_NAME = PREPROCESSOR_NAME
 
     def __init__(self, do_resize: bool = True, size=None, resample=Image.Resampling.BILINEAR,
                  do_center_crop: bool = True, crop_size=None, do_rescale: bool = True,
@@ -236,13 +241,21 @@ class MobileNetV1ImageProcessor:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> MobileNetV1ImageProcessor:
-        """Read ``preprocessor_config.json`` from a directory (or that file itself)."""
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            path = os.path.join(path, "preprocessor_config.json")
+        """Read ``preprocessor_config.json`` from a directory (or that file itself); a registry
+        name (``mobilenet_v1_0.5_160``) gives that checkpoint's crop, with no download."""
+        from .. import registry
         from ..fileio import read_json_object
 
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, PREPROCESSOR_NAME)
+        elif not os.path.exists(path) and registry.canonical_name(path):
+            return cls.for_variant(registry.get(path).resolution, **kwargs)
         return cls.from_dict(read_json_object(path, "preprocessor config"), **kwargs)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
 
     def to_dict(self) -> dict:
         """HF ``preprocessor_config.json`` contents (transformers reads it back unchanged)."""

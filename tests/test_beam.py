@@ -1,0 +1,136 @@
+"""``mobilenet-v1 beam``: Apache Beam RunInference gives ``predict --jsonl``'s answers, keeps
+going past bad files, and its handler serves every weights form, exports included."""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import fixture_path, require_module, tiny_model
+
+PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """The fixture photos, a truncated JPEG, a text file named .png and a non-image file."""
+    root = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        shutil.copy(fixture_path("images", name), root / name)
+    (root / "truncated.jpg").write_bytes((root / "burger.jpg").read_bytes()[:3000])
+    (root / "fake.png").write_text("not an image")
+    (root / "notes.txt").write_text("skipped: not an image extension")
+    return root
+
+
+def _lines(pattern: str) -> list[dict]:
+    out = []
+    for path in sorted(glob.glob(pattern)):
+        with open(path, encoding="utf-8") as f:
+            out += [json.loads(line) for line in f if line.strip()]
+    return sorted(out, key=lambda r: r["image"])
+
+
+@pytest.fixture(scope="module")
+def predicted(folder):
+    """``mobilenet-v1 predict --jsonl`` on the same files, the reference."""
+    from tf_mobilenet_v1.predict import run_predict
+
+    stream = io.StringIO()
+    images = sorted(str(folder / n) for n in (*PHOTOS, "truncated.jpg", "fake.png"))
+    assert run_predict(images, output="jsonl", stream=stream) == 1  # two files are bad
+    return {r["image"]: r for r in map(json.loads, stream.getvalue().splitlines())}
+
+
+def _check_against_predict(out_prefix: str, predicted: dict, folder) -> None:
+    results = _lines(out_prefix + "-[0-9]*-of-*.jsonl")
+    assert [r["image"] for r in results] == sorted(str(folder / n) for n in PHOTOS)
+    for r in results:
+        ref = predicted[r["image"]]["predictions"]
+        assert [p["index"] for p in r["predictions"]] == [p["index"] for p in ref]
+        assert [p["label"] for p in r["predictions"]] == [p["label"] for p in ref]
+        np.testing.assert_allclose([p["score"] for p in r["predictions"]],
+                                   [p["score"] for p in ref], atol=1e-5)
+    errors = _lines(out_prefix + "-errors-*.jsonl")
+    assert [e["image"] for e in errors] == [str(folder / "fake.png"),
+                                           str(folder / "truncated.jpg")]
+    for e in errors:
+        assert e["error"].startswith(f"cannot read image {e['image']}")
+        assert predicted[e["image"]]["error"] == e["error"]  # the same reason as predict
+
+
+@pytest.mark.slow
+def test_direct_runner_equals_predict_jsonl(folder, predicted, tmp_path, capsys):
+    require_module("apache_beam")
+    from tf_mobilenet_v1.beam import run_beam
+
+    assert run_beam([str(folder / "*")], str(tmp_path / "preds")) == 0
+    _check_against_predict(str(tmp_path / "preds"), predicted, folder)
+    assert "classified 4 images, 2 unreadable" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_on_multi_processing_direct_runner(folder, predicted, tmp_path):
+    require_module("apache_beam")
+    out = str(tmp_path / "out" / "preds")
+    run = subprocess.run(
+        [sys.executable, "-m", "tf_mobilenet_v1", "beam", "--input", str(folder / "*.jpg"),
+         "--input", str(folder / "*.bmp"), "--input", str(folder / "*.png"), "--output", out,
+         "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    _check_against_predict(out, predicted, folder)
+
+
+def test_cli_reports_an_empty_pattern_in_one_line(tmp_path):
+    require_module("apache_beam")
+    from tf_mobilenet_v1.cli import main
+
+    missing = str(tmp_path / "nothing" / "*.jpg")
+    assert main(["beam", "--input", missing, "--output", str(tmp_path / "p")]) == 1
+    assert not list(tmp_path.glob("p*"))
+
+
+def test_cli_rejects_unknown_options_outside_beam(capsys):
+    from tf_mobilenet_v1.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", "mobilenet_v1_1.0_224", "--runner=DirectRunner"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --runner=DirectRunner" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_handler_serves_keras_tflite_and_saved_model(folder, tmp_path):
+    """One handler for every form: the exports answer like the Keras model they came from."""
+    require_module("apache_beam")
+    from converters.saved_model import export_saved_model
+    from converters.tflite import export_tflite
+    from tf_mobilenet_v1.beam import MobileNetV1ModelHandler
+
+    model = tiny_model(image_size=64)
+    model.save(tmp_path / "m.keras")
+    export_tflite(model, tmp_path / "lite" / "m.tflite")
+    export_saved_model(model, tmp_path / "sm")
+    batch = [(str(folder / n), (folder / n).read_bytes()) for n in (*PHOTOS, "fake.png")]
+    answers = {}
+    for form in ("m.keras", "lite/m.tflite", "sm"):
+        handler = MobileNetV1ModelHandler(str(tmp_path / form), top_k=3)
+        results = list(handler.run_inference(batch, handler.load_model()))
+        assert [r.example for r in results] == [path for path, _ in batch]
+        assert "error" in results[-1].inference
+        answers[form] = [r.inference["predictions"] for r in results[:-1]]
+    for form in ("lite/m.tflite", "sm"):
+        for ours, theirs in zip(answers["m.keras"], answers[form], strict=True):
+            assert [p["index"] for p in ours] == [p["index"] for p in theirs], form
+            assert [p["label"] for p in ours] == [p["label"] for p in theirs], form
+            np.testing.assert_allclose([p["score"] for p in ours],
+                                       [p["score"] for p in theirs], atol=1e-5)
