@@ -142,7 +142,7 @@ def test_version_help_and_module_entry_point():
     assert proc.returncode == 0 and proc.stdout.strip() == f"mobilenet-v1 {__version__}"
     parser = build_parser()
     subparsers = parser._subparsers._group_actions[0].choices
-    assert set(subparsers) == {"info", "predict", "convert", "export"}
+    assert set(subparsers) == {"info", "predict", "beam", "convert", "export"}
     for name, sub in subparsers.items():
         text = sub.format_help()
         assert "``" not in text and "%(" not in text, name  # no raw markup

@@ -15,9 +15,18 @@ SOURCE_FORMS = ("a checkpoint prefix, a directory with a 'checkpoint' file, a re
 
 
 def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
-    """Every tensor of a TF (V1 or V2 format) checkpoint ``prefix``, read into memory."""
+    """Every tensor of a TF (V1 or V2 format) checkpoint ``prefix``, read into memory.
+
+    A V2 ``.index`` is validated first (``ckpt_index``): TensorFlow aborts the process on some
+    malformed entries instead of raising. One it cannot check (compressed blocks) is read once
+    in a child process, so a crash there is an error here.
+    """
     import tensorflow as tf
 
+    from .ckpt_index import validate_index
+
+    if os.path.isfile(prefix + ".index") and not validate_index(prefix):
+        _read_in_child(prefix)
     try:
         reader = tf.train.load_checkpoint(prefix)
         return {name: np.asarray(reader.get_tensor(name))
@@ -55,3 +64,17 @@ def checkpoint_prefix_in_dir(directory: str) -> str:
         f"{directory} holds {found} and no 'checkpoint' file; pass a checkpoint prefix "
         "(path/model.ckpt), a .tgz or a frozen .pb"
     )
+
+
+def _read_in_child(prefix: str) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, tensorflow as tf; r = tf.train.load_checkpoint(sys.argv[1]); "
+            "[r.get_tensor(n) for n in r.get_variable_to_shape_map()]")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = subprocess.run([sys.executable, "-c", code, prefix], capture_output=True, env=env,
+                         timeout=600)
+    if run.returncode < 0:
+        raise ValueError(f"checkpoint {prefix} makes TensorFlow crash (signal "
+                         f"{-run.returncode}); it is corrupt or crafted")
