@@ -155,9 +155,9 @@ def validate_index(prefix: str) -> bool:
     except _Compressed:
         return False
     except (_Bad, struct.error) as e:
-        raise ValueError(f"checkpoint index {path} is corrupt or crafted: {e}; pass an "
-                         "official or self-written checkpoint") from None
+        raise ValueError(f"checkpoint index {path} is truncated or corrupt (or crafted): "
+                         f"{e}; pass an official or self-written checkpoint") from None
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise ValueError(f"checkpoint index {path} is corrupt or crafted: "
+        raise ValueError(f"checkpoint index {path} is truncated or corrupt (or crafted): "
                          f"{type(e).__name__}: {e}") from None
     return True
