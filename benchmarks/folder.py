@@ -1,18 +1,38 @@
-"""Folder throughput: ``mobilenet-v1 predict DIR`` against the Beam pipeline on the DirectRunner.
+"""Folder throughput: ``mobilenet-v1 predict DIR`` against what a user would run instead.
 
 Usage::
 
-    python benchmarks/folder.py                # 200 images, 1.0_224 bundled weights
-    python benchmarks/folder.py --images 500 --repeats 3
+    python benchmarks/folder.py                      # 500 JPEGs, 1.0_224 bundled weights
+    python benchmarks/folder.py --images 200 --repeats 3 --only ours_fast,hf_pipeline
+    python benchmarks/folder.py --with-beam          # also the Beam DirectRunner commands
 
-Each command runs end to end in a new process (TensorFlow import, weights load, decode,
-preprocess, classify, write), as a user runs it, over the same folder of JPEG copies of the
-fixture photos; the figure is images per second of wall time, best of ``--repeats``.
+Every contender runs end to end in a new process over the same folder of JPEG copies of the
+fixture photos, with the same (bundled) weights: imports, weights load, decode, preprocess,
+classify, write one JSON line an image. The figure is images per second of wall time, best of
+``--repeats`` (``--repeats-slow`` for the slow ones; rounds interleaved), and the process's
+peak RSS (``wait4`` in a small wrapper process). Contenders:
+
+* ``ours_fast``: ``mobilenet-v1 predict DIR --jsonl``, default settings: the cached float32
+  TFLite model (built by an untimed first run into a temporary cache), no TensorFlow import.
+* ``ours_keras``: the same with ``--no-fast`` (the Keras model, TensorFlow imported).
+* ``hf_pipeline``: ``transformers.pipeline("image-classification", model=<bundled dir>)`` over
+  the file paths (PyTorch, its own processor; the default call, batch 1).
+* ``keras_app``: ``keras.applications.MobileNet(weights=<our weights as an .h5 file>,
+  classes=1001)`` with its own preprocessing (``keras.utils.load_img(target_size=(224, 224))``,
+  ``mobilenet.preprocess_input``), ``predict`` in batches of 32.
+* ``onnxruntime``: our ONNX export (``converters.onnx_export``, tf2onnx) run by onnxruntime,
+  batches of 32, pixels from our numpy processor; unavailable without ``tf2onnx`` /
+  ``onnxruntime`` (``pip install "tf-mobilenet-v1[onnx]"``).
+
+The float32 compute floor (``harness.compute_floor``) is measured in this process before and
+after the runs (the higher peak wins); ``ours_fast`` is also run on the first fifth of the
+folder, to show that its memory does not grow with the number of images.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +42,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: the project's packages sit one level up
+    sys.path.insert(0, str(ROOT))
 PHOTOS = ROOT.parent / "shared" / "fixtures" / "images"
+ONNX_HINT = "pip install 'tf-mobilenet-v1[onnx]' (tf2onnx, onnx, onnxruntime)"
+CONTENDERS = ("ours_fast", "ours_keras", "hf_pipeline", "keras_app", "onnxruntime")
+BEAM = ("beam_direct", "beam_direct_mp")
+SLOW = ("ours_keras", "hf_pipeline", "keras_app", *BEAM)  # tens of seconds a run
+TARGETS = (  # (ours, other, minimum ratio of images/s or None for "report")
+    ("ours_fast", "hf_pipeline", 5.0), ("ours_fast", "keras_app", None),
+    ("ours_fast", "onnxruntime", None), ("ours_fast", "ours_keras", None))
+FLOOR_FRACTION = 0.7
 
 
 def make_folder(root: Path, count: int) -> Path:
@@ -38,45 +68,330 @@ def make_folder(root: Path, count: int) -> Path:
     return folder
 
 
-def commands(folder: Path, out: Path) -> dict[str, list[str]]:
+def bundled_dir() -> str:
+    from tf_mobilenet_v1 import registry
+
+    path = registry.bundled_path("mobilenet_v1_1.0_224")
+    if path is None:
+        raise RuntimeError("the bundled mobilenet_v1_1.0_224 weights are missing")
+    return path
+
+
+# ------------------------------------------------------------------------ child processes
+def _paths(folder: str) -> list[str]:
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".jpg"))
+
+
+def _write(out, path, indices, scores):
+    preds = [{"index": int(i), "score": float(s)} for i, s in zip(indices, scores, strict=True)]
+    out.write(json.dumps({"image": path, "predictions": preds}) + "\n")
+
+
+def _top5(probs):
+    import numpy as np
+
+    idx = np.argsort(-probs, kind="stable")[:5]
+    return idx, probs[idx]
+
+
+def child_hf_pipeline(folder: str, out, work: Path) -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    pipe = transformers.pipeline("image-classification", model=bundled_dir(), device="cpu")
+    label2id = pipe.model.config.label2id
+    paths = _paths(folder)
+    for path, preds in zip(paths, pipe(paths, top_k=5), strict=True):
+        _write(out, path, [label2id[p["label"]] for p in preds], [p["score"] for p in preds])
+
+
+def child_keras_app(folder: str, out, work: Path) -> None:
+    import keras
+    import numpy as np
+
+    model = keras.applications.MobileNet(weights=str(work / "app.weights.h5"), classes=1001)
+    paths = _paths(folder)
+    for start in range(0, len(paths), 32):
+        chunk = paths[start:start + 32]
+        x = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, target_size=(224, 224)))
+                      for p in chunk])
+        probs = model.predict(keras.applications.mobilenet.preprocess_input(x), verbose=0)
+        for path, row in zip(chunk, probs, strict=True):
+            _write(out, path, *_top5(row))
+
+
+def child_onnxruntime(folder: str, out, work: Path) -> None:
+    import numpy as np
+    import onnxruntime
+
+    from tf_mobilenet_v1.preprocessing import MobileNetV1ImageProcessor
+
+    session = onnxruntime.InferenceSession(str(work / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    processor = MobileNetV1ImageProcessor.from_pretrained(bundled_dir())
+    paths = _paths(folder)
+    for start in range(0, len(paths), 32):
+        chunk = paths[start:start + 32]
+        x = np.stack([processor.preprocess_one(p) for p in chunk])
+        (probs,) = session.run(["probabilities"], {"pixel_values": x})
+        for path, row in zip(chunk, probs, strict=True):
+            _write(out, path, *_top5(row))
+
+
+def prepare(work: Path, names: list[str]) -> dict[str, str]:
+    """Files the contenders need, made in a separate process (untimed); ``{name: why not}``
+    for the contenders that cannot run here."""
+    import importlib.util
+
+    unavailable = {}
+    if "onnxruntime" in names:
+        missing = [m for m in ("tf2onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            unavailable["onnxruntime"] = f"{', '.join(missing)} not installed: {ONNX_HINT}"
+    if "hf_pipeline" in names:
+        missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+        if missing:
+            unavailable["hf_pipeline"] = f"{', '.join(missing)} not installed (pip install " \
+                                         "'tf-mobilenet-v1[interop]')"
+    todo = [n for n in ("keras_app", "onnxruntime") if n in names and n not in unavailable]
+    if todo:
+        proc = subprocess.run([sys.executable, __file__, "--prepare", ",".join(todo),
+                               "--work", str(work)], capture_output=True, text=True,
+                              env=_env(work), timeout=900)
+        for name in todo:
+            if proc.returncode != 0 or not (work / f"{name}.ready").exists():
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                unavailable[name] = f"preparing failed: {tail[:200]}"
+    return unavailable
+
+
+def _prepare_child(work: Path, names: list[str]) -> None:
+    from tf_mobilenet_v1 import MobileNetV1ForImageClassification
+
+    model = MobileNetV1ForImageClassification.from_pretrained("mobilenet_v1_1.0_224")
+    if "keras_app" in names:
+        import keras
+
+        # keras.applications' MobileNet has our layers in our order (1001 classes, ZeroPadding
+        # + VALID where we pad SAME: the same arithmetic), so the weights carry over as a list.
+        app = keras.applications.MobileNet(weights=None, classes=1001)
+        app.set_weights(model.get_weights())
+        app.save_weights(work / "app.weights.h5")
+        (work / "keras_app.ready").touch()
+    if "onnxruntime" in names:
+        from converters.onnx_export import export_onnx
+
+        export_onnx(model, str(work / "model.onnx"), force=True)
+        (work / "onnxruntime.ready").touch()
+
+
+# ------------------------------------------------------------------------ the parent
+def _env(work: Path) -> dict[str, str]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MOBILENET_V1_CACHE": str(work / "cache"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("MOBILENET_V1_FAST", None)
+    return env
+
+
+def command(name: str, folder: Path, work: Path) -> list[str]:
     cli = [sys.executable, "-m", "tf_mobilenet_v1"]
     beam = [*cli, "beam", "--input", str(folder / "*.jpg")]
     return {
-        "predict DIR --jsonl": [*cli, "predict", str(folder), "--jsonl"],
-        "beam, DirectRunner (in memory)": [*beam, "--output", str(out / "mem" / "p")],
-        "beam, DirectRunner multi_processing x2": [
-            *beam, "--output", str(out / "mp" / "p"), "--direct_running_mode=multi_processing",
-            "--direct_num_workers=2"],
-    }
+        "ours_fast": [*cli, "predict", str(folder), "--jsonl"],
+        "ours_keras": [*cli, "predict", str(folder), "--jsonl", "--no-fast"],
+        "beam_direct": [*beam, "--output", str(work / "beam_mem" / "p")],
+        "beam_direct_mp": [*beam, "--output", str(work / "beam_mp" / "p"),
+                           "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    }.get(name) or [sys.executable, __file__, "--child", name, "--folder", str(folder),
+                    "--work", str(work)]
+
+
+# Runs the contender and reports its own wall time and peak RSS. A separate small process,
+# because Linux carries ru_maxrss over fork + exec: a contender forked straight from a big
+# parent (a test session with TensorFlow loaded) would report the parent's peak.
+_WRAPPER = ("import os, subprocess, sys, time; t = time.perf_counter(); "
+            "p = subprocess.Popen(sys.argv[2:]); _, status, usage = os.wait4(p.pid, 0); "
+            "wall = time.perf_counter() - t; "
+            "open(sys.argv[1], 'w').write(f'{wall} {usage.ru_maxrss}'); "
+            "sys.exit(os.waitstatus_to_exitcode(status))")
+
+
+def run_once(cmd: list[str], work: Path, out: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one new process writing its stdout to ``out``."""
+    report = work / "usage.txt"
+    with open(out, "w") as stdout, open(work / "stderr.txt", "w") as stderr:
+        proc = subprocess.run([sys.executable, "-c", _WRAPPER, str(report), *cmd],
+                              stdout=stdout, stderr=stderr, env=_env(work), cwd=work)
+    if proc.returncode != 0:
+        tail = ((work / "stderr.txt").read_text().strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"exit {proc.returncode}: {tail[:200]}")
+    wall, maxrss_kib = report.read_text().split()
+    return float(wall), int(maxrss_kib) / 1024
+
+
+def read_results(path: Path) -> dict[str, list[tuple[int, float]]]:
+    rows = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        rows[os.path.basename(r["image"])] = [(p["index"], p["score"]) for p in r["predictions"]]
+    return rows
+
+
+def compare(ours: dict, other: dict) -> dict:
+    """Top-1 agreement, identical top-5 and the largest score difference over shared images."""
+    common = sorted(set(ours) & set(other))
+    top1 = sum(ours[k][0][0] == other[k][0][0] for k in common)
+    top5 = sum([i for i, _ in ours[k]] == [i for i, _ in other[k]] for k in common)
+    diff = max((abs(a[1] - b[1]) for k in common for a, b in zip(ours[k], other[k], strict=True)),
+               default=None)
+    return {"images": len(common), "top1_same": top1, "top5_same": top5, "max_score_diff": diff}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--images", type=int, default=500)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats-slow", type=int, default=1,
+                   help=f"repeats for the slow contenders ({', '.join(SLOW)})")
+    p.add_argument("--only", default=None, help="comma-separated contenders (default all)")
+    p.add_argument("--with-beam", action="store_true", help="also the Beam DirectRunner")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write results as JSON")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--prepare", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--folder", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="mobilenet_folder_"))
-    try:
-        folder = make_folder(tmp, args.images)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        print(f"{args.images} JPEG images, bundled mobilenet_v1_1.0_224, {os.cpu_count()} cores")
-        print("| command | wall s (best) | images/s |\n|---|---|---|")
-        for name, cmd in commands(folder, tmp / "out").items():
-            best = float("inf")
-            for _ in range(args.repeats):
-                shutil.rmtree(tmp / "out", ignore_errors=True)
-                start = time.perf_counter()
-                run = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                wall = time.perf_counter() - start
-                if run.returncode != 0:
-                    print(f"| {name} | failed: {run.stderr.strip().splitlines()[-1]} | |")
-                    break
-                best = min(best, wall)
-            else:
-                print(f"| {name} | {best:.1f} | {args.images / best:.1f} |", flush=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if args.prepare:
+        _prepare_child(Path(args.work), args.prepare.split(","))
+        return 0
+    if args.child:
+        {"hf_pipeline": child_hf_pipeline, "keras_app": child_keras_app,
+         "onnxruntime": child_onnxruntime}[args.child](args.folder, sys.stdout, Path(args.work))
+        return 0
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(CONTENDERS)
+    names += list(BEAM) if args.with_beam else []
+    unknown = set(names) - set(CONTENDERS) - set(BEAM)
+    if unknown:
+        p.error(f"unknown contenders {sorted(unknown)}; choose from {CONTENDERS + BEAM}")
+    result = run(names, args.images, args.repeats, args.repeats_slow)
+    print(format_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
+
+
+def run(names: list[str], images: int, repeats: int, repeats_slow: int = 1, log=None) -> dict:
+    """Time the contenders on a fresh folder of ``images`` JPEGs; return the results."""
+    from benchmarks.contenders import Settings
+    from benchmarks.harness import compute_floor, machine_info
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    work = Path(tempfile.mkdtemp(prefix="mobilenet_folder_"))
+    rows: dict[str, dict] = {}
+    try:
+        folder = make_folder(work, images)
+        floor = compute_floor(Settings())
+        unavailable = prepare(work, names)
+        if "ours_fast" in names:  # untimed: builds the TFLite cache entry the timed runs read
+            run_once(command("ours_fast", folder, work), work, work / "warmup.jsonl")
+        outputs = {}
+        for name in names:
+            if name in unavailable:
+                rows[name] = {"name": name, "status": f"n/a: {unavailable[name]}"}
+                log(f"{name}: {rows[name]['status']}")
+            else:
+                rows[name] = {"name": name, "status": "ok", "walls": [], "rss": []}
+        # Interleaved rounds: every contender sees the same stretch of background load.
+        for r in range(max(repeats, repeats_slow)):
+            for name in names:
+                row = rows[name]
+                if row["status"] != "ok" or r >= (repeats_slow if name in SLOW else repeats):
+                    continue
+                out = work / f"{name}.jsonl"
+                try:
+                    wall, peak = run_once(command(name, folder, work), work, out)
+                except (RuntimeError, OSError) as e:
+                    rows[name] = {"name": name, "status": f"n/a: failed: {e}"}
+                    continue
+                row["walls"].append(wall)
+                row["rss"].append(peak)
+                if not name.startswith("beam"):
+                    outputs[name] = read_results(out)
+                log(f"round {r + 1} {name}: {wall:.2f} s, {peak:.0f} MiB")
+        for row in rows.values():
+            if row["status"] == "ok":
+                row.update(wall_s=min(row["walls"]), ips=images / min(row["walls"]),
+                           rss_mb=max(row.pop("rss")))
+        if "ours_fast" in rows and rows["ours_fast"]["status"] == "ok":
+            small = work / "small"
+            small.mkdir()
+            for f in sorted(folder.iterdir())[:max(1, images // 5)]:
+                os.link(f, small / f.name)
+            _, peak = run_once(command("ours_fast", small, work), work, work / "small.jsonl")
+            rows["ours_fast"]["rss_mb_fifth"] = peak
+        end = compute_floor(Settings())
+        if end["peak_gflops"] > floor["peak_gflops"]:
+            floor = end
+        agreement = {n: compare(outputs["ours_keras"], outputs[n]) for n in outputs
+                     if "ours_keras" in outputs and n != "ours_keras"}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"images": images, "repeats": repeats, "repeats_slow": repeats_slow, "rows": rows,
+            "floor": floor,
+            "targets": targets(rows, floor), "agreement_vs_ours_keras": agreement,
+            "machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def targets(rows: dict, floor: dict) -> list[dict]:
+    """Images/s ratios between contenders, and ``ours_fast`` against the float32 floor."""
+    def ips(name):
+        row = rows.get(name)
+        return row["ips"] if row and row.get("status") == "ok" else None
+
+    out = []
+    for ours, other, minimum in TARGETS:
+        if ours not in rows or other not in rows:
+            continue
+        a, b = ips(ours), ips(other)
+        ratio = a / b if a and b else None
+        what = f">= {minimum:g}x" if minimum else "report"
+        out.append({"target": f"{ours} vs {other} ({what})", "ratio": ratio,
+                    "pass": None if ratio is None or minimum is None else ratio >= minimum})
+    if ips("ours_fast"):
+        ratio = ips("ours_fast") / floor["bn_ips"]
+        out.append({"target": f"ours_fast vs float32 floor (>= {FLOOR_FRACTION}x)",
+                    "ratio": ratio, "pass": ratio >= FLOOR_FRACTION})
+    return out
+
+
+def format_report(result: dict) -> str:
+    """Markdown: one row a contender, then the targets."""
+    floor = result["floor"]
+    lines = [f"{result['images']} JPEG images, bundled mobilenet_v1_1.0_224, {os.cpu_count()} "
+             f"cores, best of {result['repeats']} ({result.get('repeats_slow', 1)} for the slow "
+             f"ones); float32 floor {floor['bn_ips']:.0f} img/s "
+             f"({floor['peak_gflops']:.0f} GFLOP/s)", "",
+             "| contender | wall s | images/s | peak RSS MiB | top-5 same as ours_keras | "
+             "max score diff |", "|---|---|---|---|---|---|"]
+    agree = result.get("agreement_vs_ours_keras", {})
+    for name, r in result["rows"].items():
+        if r["status"] != "ok":
+            lines.append(f"| {name} | {r['status']} | | | | |")
+            continue
+        a = agree.get(name)
+        same = f"{a['top5_same']}/{a['images']}" if a else "-"
+        diff = f"{a['max_score_diff']:.1e}" if a and a["max_score_diff"] is not None else "-"
+        rss = f"{r['rss_mb']:.0f}"
+        if "rss_mb_fifth" in r:
+            rss += f" ({r['rss_mb_fifth']:.0f} at {result['images'] // 5} images)"
+        lines.append(f"| {name} | {r['wall_s']:.2f} | {r['ips']:.1f} | {rss} | {same} | "
+                     f"{diff} |")
+    lines += ["", "| target | ratio | met |", "|---|---|---|"]
+    for t in result["targets"]:
+        met = {True: "yes", False: "NO", None: "-"}[t["pass"]]
+        ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        lines.append(f"| {t['target']} | {ratio} | {met} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tf_mobilenet_v1.fileio import atomic_output
 from tf_mobilenet_v1.outputs import logits_of
 
 # What every exported model expects as float input: RGB scaled to [-1, 1] (slim's
@@ -11,6 +10,11 @@ from tf_mobilenet_v1.outputs import logits_of
 NORM_MEAN = 127.5
 NORM_STD = 127.5
 LABELS_FILE = "labels.txt"
+# What an export computes: class scores, or the backbone's pooled features (an embedding).
+TASKS = ("classification", "feature-vector")
+# A classifier's output: softmax probabilities (what Google's hosted models and the Android
+# clients expect) or the raw logits.
+OUTPUT_KINDS = ("probabilities", "logits")
 
 
 def check_classifier(model):
@@ -63,6 +67,71 @@ def at_size(model, image_size: int | None):
     return model, size
 
 
+def check_task(task: str, outputs: str | None) -> str:
+    """Validate ``task`` / ``outputs``; return the graph's head: probabilities, logits or
+    features."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    if task == "feature-vector":
+        if outputs is not None:
+            raise ValueError("--outputs applies to classifiers; a feature vector outputs the "
+                             "pooled features")
+        return "features"
+    if outputs is None:
+        return "probabilities"
+    if outputs not in OUTPUT_KINDS:
+        raise ValueError(f"unknown outputs {outputs!r}; use one of {', '.join(OUTPUT_KINDS)}")
+    return outputs
+
+
+def pooled_features(model):
+    """``x -> (B, C)``: the backbone's pooled features (slim's ``AvgPool_1a``, the input of
+    the Logits layer), of our classifier or of the backbone inside a user's fine-tune."""
+    import keras
+
+    from .fine_tuned import FineTuned
+
+    inner = model.inner if isinstance(model, FineTuned) else model
+    pool = inner.get_layer("AvgPool_1a")
+    sub = keras.Model(inner.inputs[0], pool.output)
+    channels = int(pool.output.shape[-1])
+
+    def features(x):
+        return keras.ops.reshape(sub(x, training=False), (-1, channels))
+
+    return features
+
+
+def head_fn(model, head: str):
+    """``x -> output`` of an export's graph for ``head`` (see :func:`check_task`)."""
+    import keras
+
+    from tf_mobilenet_v1.architecture import LOGITS_NAME
+    from tf_mobilenet_v1.models import MobileNetV1ForImageClassification
+
+    if head == "features":
+        return pooled_features(model)
+
+    def logits(x):
+        return logits_of(model(x, training=False))
+
+    if isinstance(model, MobileNetV1ForImageClassification) \
+            and not model.config.output_hidden_states:
+        # Squeeze the (B, 1, 1, N) Logits conv with a constant (-1, N) shape: Keras's Reshape
+        # reads the batch size at run time, which with a dynamic batch adds SHAPE /
+        # STRIDED_SLICE / PACK ops that the GPU delegate does not take.
+        conv = model.get_layer(LOGITS_NAME).output
+        sub = keras.Model(model.inputs[0], conv)
+        n = int(conv.shape[-1])
+
+        def logits(x):  # noqa: F811 - the same function, with a static reshape
+            return keras.ops.reshape(sub(x, training=False), (-1, n))
+
+    if head == "logits":
+        return logits
+    return lambda x: keras.ops.softmax(logits(x), axis=-1)
+
+
 def _spec(size, channels):
     import keras
 
@@ -91,16 +160,6 @@ def same_text(path: str, text: str) -> bool:
             return f.read() == text
     except (OSError, UnicodeDecodeError):
         return False
-
-
-def write_text(path: str, text: str, force: bool) -> bool:
-    """Write ``text`` atomically; an identical existing file is left alone (returns False)."""
-    if same_text(path, text):
-        return False
-    with atomic_output(path, force) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-    return True
 
 
 def human_size(n: int) -> str:

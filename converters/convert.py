@@ -8,6 +8,8 @@ directory with ``config.json``, ``preprocessor_config.json`` and ``model.safeten
 from __future__ import annotations
 
 import os
+import shutil
+import zipfile
 
 from tf_mobilenet_v1.fileio import atomic_output
 
@@ -16,7 +18,15 @@ def save_keras(model, dst: str, force: bool = False) -> str:
     """Write a ``.keras`` archive or ``.weights.h5`` file atomically."""
     if dst.endswith(".weights.h5"):
         with atomic_output(dst, force, suffix=".weights.h5") as tmp:
-            model.save_weights(tmp)
+            # h5py crashes the process (SIGSEGV) when the disk fills during save_weights. A
+            # .keras archive holds the same model.weights.h5, built in memory; copying it out
+            # with Python turns a full disk into an ordinary error.
+            staging = os.path.join(os.path.dirname(tmp), "staging.keras")
+            model.save(staging)
+            with zipfile.ZipFile(staging) as zf, zf.open("model.weights.h5") as src, \
+                    open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.remove(staging)
     else:
         with atomic_output(dst, force, suffix=".keras") as tmp:
             model.save(tmp)

@@ -1,16 +1,26 @@
-"""``mobilenet-v1 export``: load any weights, write a SavedModel or a TFLite model, summarize it.
+"""``mobilenet-v1 export``: load any weights, write a SavedModel, TFLite or ONNX model,
+summarize it.
 
 Default outputs go under ``saved_models/<variant>/`` (relative to the current directory):
-``saved_model/`` for a SavedModel, ``model_<mode>.tflite`` plus ``labels.txt`` for TFLite.
+``saved_model/`` for a SavedModel, ``model_<mode>.tflite`` plus ``labels.txt`` for TFLite,
+``model.onnx`` for ONNX; ``feature_vector_...`` names for ``task="feature-vector"``.
 """
 
 from __future__ import annotations
 
 import os
 
-from ._deploy import LABELS_FILE, NORM_MEAN, NORM_STD, at_size, check_classifier, human_size
+from ._deploy import (
+    LABELS_FILE,
+    NORM_MEAN,
+    NORM_STD,
+    at_size,
+    check_classifier,
+    check_task,
+    human_size,
+)
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
 DEFAULT_ROOT = "saved_models"
 
 _MODE_TEXT = {
@@ -22,23 +32,36 @@ _MODE_TEXT = {
 
 
 def default_output(variant: str, format: str, quantize: str = "none",
-                   io_type: str | None = None) -> str:
-    """``saved_models/<variant>/saved_model`` or ``saved_models/<variant>/model_<mode>.tflite``."""
+                   io_type: str | None = None, task: str = "classification",
+                   outputs: str | None = None) -> str:
+    """``saved_models/<variant>/saved_model``, ``.../model_<mode>.tflite`` or
+    ``.../model.onnx`` (``feature_vector...`` for the feature-vector task)."""
     from .tflite import default_tflite_name
 
-    name = "saved_model" if format == "saved_model" else default_tflite_name(quantize, io_type)
+    prefix = "feature_vector_" if task == "feature-vector" else ""
+    if format == "saved_model":
+        name = f"{prefix}saved_model"
+    elif format == "onnx":
+        name = f"{prefix.rstrip('_') or 'model'}.onnx"
+    else:
+        name = default_tflite_name(quantize, io_type, task, outputs)
     return os.path.join(DEFAULT_ROOT, variant, name)
 
 
-def _check_args(format, quantize, io_type, image_size, calibration_dir):
+def _check_args(format, quantize, io_type, image_size, calibration_dir, task="classification",
+                outputs=None):
     if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; use saved_model or tflite")
+        raise ValueError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 32):
         raise ValueError(f"--image-size must be an integer of at least 32, got {image_size!r}")
-    if format == "saved_model":
+    check_task(task, outputs)
+    if format != "tflite":
         if quantize != "none" or io_type is not None or calibration_dir is not None:
             raise ValueError("--quantize, --io-type and --calibration-dir apply to TFLite only; "
                              "use --format tflite")
+        if outputs is not None:
+            raise ValueError(f"--outputs applies to TFLite; a {format} classifier outputs "
+                             "both logits and probabilities")
         return None
     from .tflite import check_options
 
@@ -65,33 +88,44 @@ def _load(src):
 
 def export(src, out=None, *, format: str = "tflite", quantize: str = "none",
            io_type: str | None = None, image_size: int | None = None,
-           calibration_dir: str | None = None, force: bool = False) -> str:
+           calibration_dir: str | None = None, force: bool = False,
+           task: str = "classification", outputs: str | None = None,
+           dynamic_batch: bool = False) -> str:
     """Export ``src`` (registry name, weights path or a loaded classifier); return the path.
 
-    Prints a summary: path, size, inputs / outputs, and for TFLite the operator list and the
-    GPU-delegate verdict. ``out`` defaults to ``saved_models/<variant>/...``.
+    Prints a summary: path, size, inputs / outputs, and for TFLite the operator list, the
+    GPU-delegate verdict and the metadata. ``out`` defaults to ``saved_models/<variant>/...``.
+    ``task``: ``classification`` or ``feature-vector``; ``outputs`` (TFLite classifiers):
+    ``probabilities`` (default) or ``logits``; ``dynamic_batch``: a TFLite input of any batch
+    size (SavedModel and ONNX always take any batch).
     """
     from tf_mobilenet_v1.fileio import check_writable
 
-    io_type = _check_args(format, quantize, io_type, image_size, calibration_dir)
+    io_type = _check_args(format, quantize, io_type, image_size, calibration_dir, task, outputs)
     if out is not None:
         check_writable(os.fspath(out).rstrip(os.sep), force)  # fail before loading weights
     model = _load(src)
     model, size = at_size(model, image_size)
     variant = model.config.replace(image_size=size).variant
     out = os.fspath(out).rstrip(os.sep) if out is not None \
-        else default_output(variant, format, quantize, io_type)
+        else default_output(variant, format, quantize, io_type, task, outputs)
     check_writable(out, force)
     if format == "saved_model":
         from .saved_model import export_saved_model
 
-        export_saved_model(model, out, force=force, image_size=size)
+        export_saved_model(model, out, force=force, image_size=size, task=task)
         print(saved_model_summary(out, variant))
+    elif format == "onnx":
+        from .onnx_export import export_onnx
+
+        export_onnx(model, out, image_size=size, task=task, force=force)
+        print(onnx_summary(out, variant))
     else:
         from .tflite import export_tflite
 
         export_tflite(model, out, quantize=quantize, io_type=io_type, image_size=size,
-                      calibration_images=calibration_dir, force=force)
+                      calibration_images=calibration_dir, force=force, task=task,
+                      outputs=outputs, dynamic_batch=dynamic_batch)
         print(tflite_summary(out, variant, quantize))
     return out
 
@@ -104,6 +138,7 @@ def _dir_size(path: str) -> int:
 def tflite_summary(path: str, variant: str = "", quantize: str = "none") -> str:
     """Human-readable report of a ``.tflite`` file: size, I/O, operators, GPU verdict."""
     from .tflite_inspect import gpu_compatibility, op_counts, tflite_io
+    from .tflite_metadata import read_metadata
 
     inputs, outputs = tflite_io(path)
     counts = op_counts(path)
@@ -122,9 +157,38 @@ def tflite_summary(path: str, variant: str = "", quantize: str = "none") -> str:
     lines.append(f"  ops ({sum(counts.values())}): "
                  + ", ".join(f"{k} x{v}" for k, v in counts.items()))
     lines.append(f"  GPU delegate: {gpu_compatibility(path)}")
+    meta = read_metadata(path)
+    if meta is not None:
+        norm = meta["inputs"][0].get("normalization") if meta["inputs"] else None
+        packed = ", ".join(meta["packed_files"]) or "no files"
+        lines.append(f"  metadata: {meta['name']!r}, input "
+                     + (f"normalization mean {norm['mean']} std {norm['std']}" if norm
+                        else "raw pixels (no normalization)")
+                     + f", packed: {packed} (Task Library / MediaPipe ready)")
     labels = os.path.join(os.path.dirname(os.path.abspath(path)), LABELS_FILE)
     if os.path.isfile(labels):
         lines.append(f"  labels:  {os.path.join(os.path.dirname(path), LABELS_FILE)}")
+    return "\n".join(lines)
+
+
+def onnx_summary(path: str, variant: str = "") -> str:
+    """Human-readable report of an ``.onnx`` file: size, inputs / outputs, opset."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError(f"reading ONNX files needs onnx: pip install 'tf-mobilenet-v1[onnx]' "
+                          f"({e})") from None
+    model = onnx.load(path)
+
+    def dims(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    lines = [f"wrote {path}" + (f" ({variant})" if variant else ""),
+             f"  size: {human_size(os.path.getsize(path))}, "
+             f"opset {max(o.version for o in model.opset_import)}"]
+    lines += [f"  input:  {v.name} float32{dims(v)}" for v in model.graph.input]
+    lines += [f"  output: {v.name}{dims(v)}" for v in model.graph.output]
+    lines.append(f"  expects RGB NHWC normalized as (pixel - {NORM_MEAN}) / {NORM_STD}")
     return "\n".join(lines)
 
 

@@ -61,9 +61,9 @@ def fine_tuned(model) -> FineTuned | None:
     last = model.layers[-1]
     if getattr(last, "activation", None) is keras.activations.softmax:
         warnings.warn(f"{last.name} ends in a softmax: the export's 'logits' output will hold "
-                      "probabilities and its 'probabilities' a softmax of them; give the head "
-                      "no activation (train with from_logits=True) for exact outputs",
-                      stacklevel=3)
+                      "probabilities and its 'probabilities' (a TFLite export's default "
+                      "output) a softmax of them; give the head no activation (train with "
+                      "from_logits=True) for exact outputs", stacklevel=3)
     labels = getattr(model, "id2label", None)
     size = inp[1] if inp[1] is not None and inp[1] == inp[2] else inner.config.image_size
     config = inner.config.replace(num_labels=int(out[1]), image_size=int(size),

@@ -8,6 +8,7 @@ and the reader ``loaders.hf``, so a round trip is bit-exact.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -111,7 +112,12 @@ def _write_safetensors(state_dict: dict, path: str):
 
 
 def _write_bin(torch, state_dict: dict, path: str):
-    torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, path)
+    # Serialized in memory first: torch's zip writer reports a full disk only as "unexpected
+    # pos", while a plain write names the cause.
+    buf = io.BytesIO()
+    torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, buf)
+    with open(path, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 def _warn_unsupported(config: MobileNetV1Config):

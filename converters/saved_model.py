@@ -1,6 +1,6 @@
 """SavedModel export for TF Serving, Vertex AI and Beam RunInference.
 
-Signatures (all batched, outputs by name):
+Signatures (all batched, any batch size, outputs by name):
 
 * ``serving_default``: ``pixel_values`` float32 (B, H, W, 3), already normalized to [-1, 1]
   -> ``logits`` (B, num_labels), ``probabilities`` (softmax).
@@ -9,6 +9,9 @@ Signatures (all batched, outputs by name):
   ``top_k_indices`` (int32), ``top_k_labels`` (string) and ``top_k_probabilities``.
 * ``serving_bytes``: ``image_bytes`` string (B,), encoded JPEG / PNG / GIF / BMP (TF Serving's
   REST API turns ``{"b64": ...}`` into these bytes) -> the same outputs as ``serving_uint8``.
+
+With ``task="feature-vector"`` the same three signatures output ``features`` (B, C): the
+backbone's pooled features, for embeddings and retrieval.
 
 The graph holds only TensorFlow ops: ``tf.saved_model.load`` runs it without this package.
 ``assets.extra/labels.txt`` holds the class names (line i = index i) and
@@ -20,9 +23,16 @@ from __future__ import annotations
 import os
 
 from tf_mobilenet_v1.fileio import atomic_output, check_writable
-from tf_mobilenet_v1.outputs import logits_of
 
-from ._deploy import LABELS_FILE, at_size, check_classifier, labels_of, labels_text
+from ._deploy import (
+    LABELS_FILE,
+    at_size,
+    check_classifier,
+    check_task,
+    head_fn,
+    labels_of,
+    labels_text,
+)
 
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
 PREPROCESSING_MODES = ("crop", "resize")
@@ -49,7 +59,7 @@ def _decode(tf, data):
 
 
 def build_archive(model, *, top_k: int | None = None, preprocessing: str = "crop",
-                  image_size: int | None = None):
+                  image_size: int | None = None, task: str = "classification"):
     """A ``keras.export.ExportArchive`` with the three serving signatures (not yet written).
 
     ``image_size`` (default: the config's) is what the uint8 / bytes signatures resize to;
@@ -75,19 +85,27 @@ def build_archive(model, *, top_k: int | None = None, preprocessing: str = "crop
     prep = MobileNetV1Preprocessing(image_size=size, mode=preprocessing)
     labels = tf.constant(labels_of(model))
 
-    def classify(pixel_values):
-        return logits_of(model(pixel_values, training=False))
+    if check_task(task, None) == "features":
+        features = head_fn(model, "features")
+
+        def outputs(pixels, with_labels):
+            return {"features": features(pixels)}
+    else:
+        logits = head_fn(model, "logits")
+
+        def outputs(pixels, with_labels):
+            return _outputs(tf, logits(pixels), labels if with_labels else None, top_k)
 
     def serve_float(pixel_values):
-        return _outputs(tf, classify(pixel_values), None, top_k)
+        return outputs(pixel_values, False)
 
     def serve_uint8(images):
-        return _outputs(tf, classify(prep(images)), labels, top_k)
+        return outputs(prep(images), True)
 
     def serve_bytes(image_bytes):
         pixels = tf.map_fn(lambda b: prep(_decode(tf, b)), image_bytes,
                            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-        return _outputs(tf, classify(pixels), labels, top_k)
+        return outputs(pixels, True)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -115,9 +133,11 @@ def _processor(model, preprocessing: str, image_size: int | None):
 
 
 def export_saved_model(model, dst, *, force: bool = False, top_k: int | None = None,
-                       preprocessing: str = "crop", image_size: int | None = None) -> str:
+                       preprocessing: str = "crop", image_size: int | None = None,
+                       task: str = "classification") -> str:
     """Write a SavedModel directory with the signatures above; return ``dst``.
 
+    ``task``: ``"classification"`` (logits and probabilities) or ``"feature-vector"``.
     ``preprocessing`` for the uint8 / bytes signatures: ``"crop"`` (Hugging Face's resize of
     the shortest edge to size + 32, then center crop; the accuracy protocol) or ``"resize"``
     (straight to size x size, as the Android Task Library does). Written atomically: a failed
@@ -126,7 +146,7 @@ def export_saved_model(model, dst, *, force: bool = False, top_k: int | None = N
     dst = check_writable(os.fspath(dst).rstrip(os.sep) or os.sep, force)
     model = check_classifier(model)
     archive = build_archive(model, top_k=top_k, preprocessing=preprocessing,
-                            image_size=image_size)
+                            image_size=image_size, task=task)
     with atomic_output(dst, force, directory=True) as tmp:
         try:
             archive.write_out(tmp, verbose=False)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from tf_mobilenet_v1.architecture import LOGITS_NAME
-from tf_mobilenet_v1.fileio import atomic_output, check_writable
+from tf_mobilenet_v1.fileio import atomic_outputs
 from tf_mobilenet_v1.loaders.slim import slim_name_map
 from tf_mobilenet_v1.loaders.tf_checkpoint import DATA_SUFFIX
 
@@ -43,12 +43,10 @@ def save_slim_checkpoint(model, dst: str, force: bool = False) -> str:
     values = [np.asarray(by_path[table[n]].numpy(), np.float32) for n in sorted(table)]
     values.append(np.zeros((), np.int64))
     index_dst, data_dst = dst + ".index", dst + DATA_SUFFIX
-    for path in (index_dst, data_dst):
-        check_writable(path, force)
-    # The data file is moved into place before the index, so a reader never finds an index
-    # without its data; on any failure both temporaries are removed.
-    with atomic_output(index_dst, force, suffix=".index") as index_tmp, \
-            atomic_output(data_dst, force, suffix=DATA_SUFFIX) as data_tmp:
+    # Both files are written side by side and replace the old pair as a unit, so a reader
+    # never sees a new .data with an old .index (or either without the other).
+    with atomic_outputs([index_dst, data_dst], force,
+                        suffixes=[".index", DATA_SUFFIX]) as (index_tmp, data_tmp):
         prefix = index_tmp[: -len(".index")]
         with tf.device("/CPU:0"):
             tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,

@@ -1,12 +1,16 @@
-"""TFLite export at a fixed resolution, batch 1: float32, float16, dynamic-range or full int8.
+"""TFLite export at a fixed resolution: float32, float16, dynamic-range or full int8.
 
 The graph is converted from a ``tf.function`` of the batch-norm-folded model, so each layer is
 one ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` with bias and fused ReLU6, which is what the TFLite GPU
 delegate runs natively. The model takes normalized float pixels (``x / 127.5 - 1``), or with
-full-int8 and ``io_type="uint8"`` the raw 0..255 RGB pixels, and outputs ``logits``.
+full-int8 and ``io_type="uint8"`` the raw 0..255 RGB pixels. A classifier outputs
+``probabilities`` (a ``SOFTMAX`` at the end, as Google's hosted models) or, with
+``outputs="logits"``, the logits; ``task="feature-vector"`` outputs the pooled features.
+Batch 1 unless ``dynamic_batch=True``.
 
-Labels: no maintained package writes Android Task Library metadata next to TF 2.21 (see
-``saved_models/README.md``), so ``labels.txt`` is written beside the ``.tflite`` file.
+Every file carries TFLite metadata (:mod:`converters.tflite_metadata`: name, normalization,
+labels packed as ``labels.txt``), so the Android Task Library and MediaPipe load it as is;
+``labels.txt`` is also written beside the ``.tflite``.
 """
 
 from __future__ import annotations
@@ -16,16 +20,19 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tf_mobilenet_v1.fileio import atomic_output, check_writable
-from tf_mobilenet_v1.outputs import logits_of
+from tf_mobilenet_v1.fileio import atomic_outputs, check_writable
 
+from . import tflite_metadata as tfm
 from ._deploy import (
     LABELS_FILE,
+    NORM_MEAN,
+    NORM_STD,
     at_size,
     check_classifier,
+    check_task,
+    head_fn,
     labels_text,
     same_text,
-    write_text,
 )
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
@@ -60,16 +67,20 @@ def _tf_dtype(name: str):
     return {"float32": tf.float32, "uint8": tf.uint8, "int8": tf.int8}[name]
 
 
-def _concrete_function(model, size: int):
-    """A ``tf.function`` of the model for a (1, size, size, C) input, plus what tracks it."""
+def _concrete_function(model, size: int, head: str = "probabilities", batch: int | None = 1):
+    """A ``tf.function`` of the model for a (batch, size, size, C) input, plus what tracks it.
+
+    Its one output is named by ``head``: ``probabilities``, ``logits`` or ``features``.
+    """
     import tensorflow as tf
 
     channels = model.config.num_channels
+    fn = head_fn(model, head)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, size, size, channels], tf.float32,
+    @tf.function(input_signature=[tf.TensorSpec([batch, size, size, channels], tf.float32,
                                                 name="pixel_values")])
     def serve(pixel_values):
-        return {"logits": logits_of(model(pixel_values, training=False))}
+        return {head: fn(pixel_values)}
 
     # The converter's SavedModel path freezes only variables that a trackable owns; a plain
     # tf.Module holding the model's tf.Variables gives it exactly those.
@@ -132,14 +143,88 @@ def _images_from_path(path, image_size: int, limit: int) -> Iterator[np.ndarray]
 
 
 def convert_tflite(model, *, quantize: str = "none", io_type: str | None = None,
-                   image_size: int | None = None, calibration_images=None) -> bytes:
-    """Convert a classifier to TFLite flatbuffer bytes (see :func:`export_tflite`)."""
+                   image_size: int | None = None, calibration_images=None,
+                   task: str = "classification", outputs: str | None = None,
+                   dynamic_batch: bool = False, metadata: dict | None = None) -> bytes:
+    """Convert a classifier to TFLite flatbuffer bytes with metadata (see
+    :func:`export_tflite`)."""
+    head = check_task(task, outputs)
+    io_type = check_options(quantize, io_type, calibration_images)
+    model, size = at_size(check_classifier(model), image_size)
+    meta = model_metadata(model, size, head, io_type, quantize, **(metadata or {}))
+    flat = _convert(model, quantize=quantize, io_type=io_type, image_size=size,
+                    calibration_images=calibration_images, head=head,
+                    dynamic_batch=dynamic_batch)
+    files = {LABELS_FILE: labels_text(model).encode("utf-8")} if head != "features" else {}
+    return tfm.populate(flat, tfm.build_metadata(meta), files)
+
+
+def model_metadata(model, size: int, head: str, io_type: str, quantize: str = "none",
+                   **overrides) -> tfm.ModelMeta:
+    """What :func:`convert_tflite` writes as metadata; ``overrides``: name, description,
+    version, author, license."""
+    from tf_mobilenet_v1 import __version__
+
+    cfg = model.config
+    variant = cfg.replace(image_size=size).variant
+    n = cfg.num_labels
+    float_in = io_type != "uint8"  # int8 input is the normalized value, quantized
+    lo, hi = (-1.0, 1.0) if float_in else (0.0, 255.0)
+    image = tfm.TensorMeta(
+        name="image", content="image", image_size=(size, size),
+        description=f"RGB image resized to {size} x {size}"
+        + (f", normalized as (pixel - {NORM_MEAN}) / {NORM_STD} to [-1, 1]" if float_in
+           else ", raw 0..255 pixels (uint8)"),
+        mean=[NORM_MEAN] if float_in else None, std=[NORM_STD] if float_in else None,
+        stats_min=[lo], stats_max=[hi])
+    if head == "features":
+        out = tfm.TensorMeta(name="feature_vector", description=(
+            "Pooled features of the MobileNet V1 backbone (the input of its classifier), "
+            "for embedding, retrieval and transfer learning."))
+        kind = "feature vector"
+    else:
+        labels = tfm.AssociatedFile(LABELS_FILE, f"{n} class names, line i = class index i.")
+        if head == "probabilities":
+            out = tfm.TensorMeta(name="probability", stats_min=[0.0], stats_max=[1.0],
+                                 description=f"Softmax probabilities of the {n} labels.",
+                                 files=[labels])
+        else:
+            out = tfm.TensorMeta(name="logits", files=[labels], description=(
+                f"Logits of the {n} labels (apply a softmax for probabilities)."))
+        kind = "image classifier"
+    meta = tfm.ModelMeta(
+        name=f"MobileNet V1 {kind} ({variant})",
+        description=(f"MobileNet V1 {variant} {kind}, {_MODE_NAMES[quantize]} weights, "
+                     f"{size} x {size} RGB input; exported by tf_mobilenet_v1."
+                     + (f" Identifies the most prominent object among {n} categories."
+                        if head != "features" else "")),
+        version=f"tf_mobilenet_v1 {__version__}",
+        author="tf_mobilenet_v1 (MobileNet V1 architecture and weights by Google)",
+        license="Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0) for the "
+                "architecture and Google's pretrained weights; a fine-tuned model's own "
+                "terms may also apply.",
+        inputs=[image], outputs=[out])
+    for key, value in overrides.items():
+        if key not in ("name", "description", "version", "author", "license"):
+            raise ValueError(f"unknown metadata field {key!r}")
+        setattr(meta, key, str(value))
+    return meta
+
+
+_MODE_NAMES = {"none": "float32", "float16": "float16", "dynamic": "dynamic-range int8",
+               "int8": "full-integer int8"}
+
+
+def _convert(model, *, quantize, io_type, image_size, calibration_images, head,
+             dynamic_batch) -> bytes:
+    """The converter's flatbuffer, no metadata."""
     import tensorflow as tf
 
     io_type = check_options(quantize, io_type, calibration_images)
     model, size = at_size(check_classifier(model), image_size)
     inference_model = model.folded()  # batch norm folded into conv bias: no MUL/ADD ops
-    concrete, holder = _concrete_function(inference_model, size)
+    concrete, holder = _concrete_function(inference_model, size, head,
+                                          None if dynamic_batch else 1)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
     # Only builtin ops: no Flex (SELECT_TF_OPS) fallback that mobile runtimes lack.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -164,46 +249,56 @@ def convert_tflite(model, *, quantize: str = "none", io_type: str | None = None,
 
 def export_tflite(model, dst, *, quantize: str = "none", io_type: str | None = None,
                   image_size: int | None = None, calibration_images=None, force: bool = False,
-                  write_labels: bool = True) -> str:
-    """Write a batch-1 ``.tflite`` model (and ``labels.txt`` beside it); return ``dst``.
+                  write_labels: bool = True, task: str = "classification",
+                  outputs: str | None = None, dynamic_batch: bool = False,
+                  metadata: dict | None = None) -> str:
+    """Write a ``.tflite`` model with metadata (and ``labels.txt`` beside it); return ``dst``.
 
     ``quantize``: ``"none"`` (float32), ``"float16"`` (float16 weights, the GPU delegate's
     native precision), ``"dynamic"`` (int8 weights, float activations) or ``"int8"`` (full
     integer, calibrated on ``calibration_images``: a directory, paths or normalized arrays).
     ``io_type`` (int8 only): ``"uint8"`` (default), ``"int8"`` or ``"float32"`` inputs/outputs.
-    ``image_size`` defaults to the config's. Nothing is written if anything fails.
+    ``image_size`` defaults to the config's. ``task``: ``"classification"`` or
+    ``"feature-vector"`` (the pooled features, no labels); ``outputs`` (classification):
+    ``"probabilities"`` (default) or ``"logits"``. ``dynamic_batch``: a (-1, S, S, C) input
+    that ``resize_tensor_input`` can batch (batch 1 by default, what mobile clients expect).
+    ``metadata`` overrides name / description / version / author / license.
+    Nothing is written if anything fails.
     """
     dst = check_writable(os.fspath(dst), force)
     if not dst.endswith(".tflite"):
         raise ValueError(f"TFLite output {dst!r} must end in .tflite")
     model = check_classifier(model)
+    head = check_task(task, outputs)
     labels_path = os.path.join(os.path.dirname(os.path.abspath(dst)), LABELS_FILE)
-    text = labels_text(model) if write_labels else None
+    text = labels_text(model) if write_labels and head != "features" else None
     if text is not None and not force and os.path.lexists(labels_path) \
             and not same_text(labels_path, text):
         raise FileExistsError(f"{labels_path} already exists with other labels; pass "
                               "force=True (CLI: --force) to replace it")
     content = convert_tflite(model, quantize=quantize, io_type=io_type, image_size=image_size,
-                             calibration_images=calibration_images)
-    wrote_labels = text is not None and write_text(labels_path, text, force)
-    try:
-        with atomic_output(dst, force, suffix=".tflite") as tmp:
-            with open(tmp, "wb") as f:
-                f.write(content)
-    except BaseException:
-        if wrote_labels:  # a failed export leaves nothing behind
-            os.remove(labels_path)
-        raise
+                             calibration_images=calibration_images, task=task,
+                             outputs=outputs, dynamic_batch=dynamic_batch, metadata=metadata)
+    # The model and a new labels.txt replace the old pair as a unit: a failed export keeps
+    # both old files, a successful one never leaves labels that belong to another model.
+    outs = [dst]
+    if text is not None and not same_text(labels_path, text):
+        outs.append(labels_path)
+    with atomic_outputs(outs, force, suffixes=[".tflite", ".txt"][:len(outs)]) as tmps:
+        with open(tmps[0], "wb") as f:
+            f.write(content)
+        if len(tmps) > 1:
+            with open(tmps[1], "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
     return dst
 
 
-def default_tflite_name(quantize: str, io_type: str | None = None) -> str:
-    """File name used under ``saved_models/<variant>/`` for a weight mode."""
-    if quantize == "none":
-        return "model_float32.tflite"
-    if quantize == "float16":
-        return "model_float16.tflite"
-    if quantize == "dynamic":
-        return "model_dynamic_int8.tflite"
-    return f"model_int8_io_{io_type or DEFAULT_INT8_IO}.tflite"
+def default_tflite_name(quantize: str, io_type: str | None = None,
+                        task: str = "classification", outputs: str | None = None) -> str:
+    """File name used under ``saved_models/<variant>/`` for a weight mode and task."""
+    mode = {"none": "float32", "float16": "float16", "dynamic": "dynamic_int8"}.get(
+        quantize) or f"int8_io_{io_type or DEFAULT_INT8_IO}"
+    if task == "feature-vector":
+        return f"feature_vector_{mode}.tflite"
+    return f"model_{mode}{'_logits' if outputs == 'logits' else ''}.tflite"
 

@@ -278,6 +278,20 @@ def tflite_io(model) -> tuple[list[TensorInfo], list[TensorInfo]]:
             [info(d) for d in interp.get_output_details()])
 
 
+OUTPUT_KINDS = ("probabilities", "logits", "features")
+
+
+def output_kind(interp) -> str:
+    """What an exported model outputs: ``probabilities``, ``logits`` or ``features``, by its
+    signature's output name (our exports name it so); a model without one counts as logits."""
+    signatures = interp.get_signature_list()
+    if len(signatures) == 1:
+        outputs = next(iter(signatures.values()))["outputs"]
+        if len(outputs) == 1 and outputs[0] in OUTPUT_KINDS:
+            return outputs[0]
+    return "logits"
+
+
 def make_interpreter(model, num_threads: int | None = None):
     """An allocated ``ai_edge_litert`` interpreter for a path or bytes."""
     try:
@@ -298,7 +312,7 @@ def run_tflite(model, x, num_threads: int | None = None):
     """Run a single-input, single-output model on each row of ``x``; returns the stacked outputs.
 
     ``x`` must already have the input's dtype (float32, or uint8/int8 for integer inputs);
-    the model's batch size is 1, so rows go one at a time.
+    rows go one at a time (batch 1, also for a dynamic-batch model).
     """
     import numpy as np
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import pytest
 from tf_mobilenet_v1.random_weights import randomize  # noqa: F401 (re-exported for tests)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# predict's cached TFLite models (tf_mobilenet_v1.fast_predict) go to a per-user temp dir, not
+# the user's ~/.cache; child processes the tests start inherit it, so one build serves them all.
+os.environ.setdefault("MOBILENET_V1_CACHE", os.path.join(
+    tempfile.gettempdir(), f"tf_mobilenet_v1_test_cache_{os.getuid()}"))
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 

@@ -139,9 +139,10 @@ def test_force_replaces_directory(tmp_path):
                                                     num_labels=3), 1)
     dst = tmp_path / "sm"
     sm.export_saved_model(a, dst, top_k=2)
-    (dst / "stale.txt").write_text("old")
+    # A stale file inside our own layout goes (a foreign top-level entry is refused: fileio).
+    (dst / "assets.extra" / "stale.txt").write_text("old")
     sm.export_saved_model(a, dst, top_k=3, force=True)
-    assert not (dst / "stale.txt").exists()
+    assert not (dst / "assets.extra" / "stale.txt").exists()
     sigs = sm.saved_model_signatures(dst)
     assert sigs["serving_uint8"]["outputs"]["top_k_indices"] == ("int32", (None, 3))
     assert sorted(os.listdir(tmp_path)) == ["sm"]
@@ -195,3 +196,28 @@ def test_official_weights_fresh_process_on_fixture_photos(tmp_path):
     bmp = [i for i, p in enumerate(photos) if p.suffix == ".bmp"]
     np.testing.assert_array_equal(out["serving_bytes/top_k_indices"][:, 0],
                                   ref["logits"][bmp].argmax(-1))
+
+
+def test_feature_vector_signatures(tiny, tmp_path):
+    """task="feature-vector": every signature outputs the backbone's pooled features."""
+    import keras
+    import tensorflow as tf
+
+    out = export(tiny, str(tmp_path / "fv"), format="saved_model", task="feature-vector")
+    loaded = tf.saved_model.load(out)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    sub = keras.Model(tiny.inputs[0], tiny.get_layer("AvgPool_1a").output)
+    ref = np.asarray(sub(x)).reshape(3, -1)
+    got = loaded.signatures["serving_default"](pixel_values=tf.constant(x))
+    assert set(got) == {"features"}
+    assert np.abs(got["features"].numpy() - ref).max() < 1e-5
+    images = np.random.default_rng(1).integers(0, 256, (2, 50, 70, 3), dtype=np.uint8)
+    got = loaded.signatures["serving_uint8"](images=tf.constant(images))["features"].numpy()
+    prep = MobileNetV1Preprocessing(SIZE, mode="crop")
+    assert np.abs(got - np.asarray(sub(prep(images))).reshape(2, -1)).max() < 1e-5
+    assert out == str(tmp_path / "fv")
+    assert default_output("v", "saved_model", task="feature-vector") == os.path.join(
+        "saved_models", "v", "feature_vector_saved_model")
+    with pytest.raises(ValueError, match="--outputs applies to TFLite"):
+        export(tiny, str(tmp_path / "x"), format="saved_model", outputs="logits")
+    assert not os.path.exists(tmp_path / "x")

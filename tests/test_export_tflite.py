@@ -1,4 +1,5 @@
-"""TFLite export: numerics per weight mode, lean op lists, GPU-delegate checks, labels, safety.
+"""TFLite export: numerics per weight mode, lean op lists, GPU-delegate checks, labels, safety,
+probabilities / logits / feature-vector outputs, dynamic batch.
 
 Fast tests use a tiny random model (depth 0.25, 64 px); the slow ones use the official
 0.25_128 weights and the fixture photos.
@@ -29,7 +30,7 @@ from tf_mobilenet_v1.architecture import layer_specs
 require_module("ai_edge_litert")
 
 SIZE = 64
-LEAN_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "AVERAGE_POOL_2D", "RESHAPE"}
+LEAN_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "AVERAGE_POOL_2D", "RESHAPE", "SOFTMAX"}
 BN_OR_ACTIVATION_OPS = {"MUL", "ADD", "SUB", "RSQRT", "RELU6", "RELU", "MINIMUM", "MAXIMUM"}
 
 
@@ -67,16 +68,27 @@ def tiny():
     return _tiny()
 
 
+def _softmax(z):
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 @pytest.fixture(scope="module")
 def exported(tiny, tmp_path_factory):
-    """The tiny model in each weight mode (int8 calibrated on random inputs)."""
+    """The tiny model in each weight mode with logits outputs (int8 calibrated on random
+    inputs), and the default-output (probabilities) float32 and int8 models."""
     root = tmp_path_factory.mktemp("tflite")
     calib = _inputs(16, seed=1)
     paths = {}
     for mode in ("none", "float16", "dynamic", "int8"):
         paths[mode] = tfl.export_tflite(
-            tiny, root / tfl.default_tflite_name(mode),
+            tiny, root / tfl.default_tflite_name(mode, outputs="logits"), outputs="logits",
             quantize=mode, calibration_images=calib if mode == "int8" else None)
+        if mode in ("none", "int8"):
+            paths[f"{mode}_probs"] = tfl.export_tflite(
+                tiny, root / tfl.default_tflite_name(mode),
+                quantize=mode, calibration_images=calib if mode == "int8" else None)
     return paths
 
 
@@ -104,7 +116,31 @@ def test_float32_graph_is_lean_with_tf_padding(tiny, exported):
     assert convs[-1].fused_activation == "NONE"
 
 
-@pytest.mark.parametrize("mode", ["none", "float16", "dynamic", "int8"])
+def test_default_output_is_probabilities(tiny, exported):
+    """Softmax in the graph, as Google's hosted models: within 1e-4 of Keras's softmax."""
+    x = _inputs()
+    y = run_tflite(exported["none_probs"], x)
+    ref = _softmax(tiny.predict(x, verbose=0))
+    assert np.abs(y - ref).max() < 1e-4
+    np.testing.assert_allclose(y.sum(-1), 1, atol=1e-5)
+    assert tflite_op_names(exported["none_probs"])[-1] == "SOFTMAX"
+    (_,), (out,) = tflite_io(exported["none_probs"])
+    assert out.name == "probabilities" and tflite_io(exported["none"])[1][0].name == "logits"
+
+
+def test_int8_probabilities_are_quantized_scores(tiny, exported):
+    (_,), (out,) = tflite_io(exported["int8_probs"])
+    assert out.dtype == "uint8" and out.scale == pytest.approx(1 / 256) and out.zero_point == 0
+    x = _inputs(8, seed=5)
+    y = _run_float_io(exported["int8_probs"], x)
+    # A random model's ~1/1001 scores sit below one step (1/256): each within two steps.
+    # (Sums near 1 on real photos: test_official_int8_top1_agreement and tests/test_clients.)
+    ref = _softmax(tiny.predict(x, verbose=0))
+    assert np.abs(y - ref).max() < 2 / 256
+
+
+@pytest.mark.parametrize("mode", ["none", "float16", "dynamic", "int8", "none_probs",
+                                  "int8_probs"])
 def test_every_mode_is_gpu_delegate_compatible(exported, mode):
     verdict = gpu_compatibility(exported[mode])
     assert verdict.compatible, verdict.problems
@@ -139,7 +175,7 @@ def test_google_tflite_fixture_gpu_check():
 
 def test_tf_padding_false_keeps_pads_and_stays_exact_and_gpu_compatible(tmp_path):
     model = _tiny(seed=3, tf_padding=False)
-    path = tfl.export_tflite(model, tmp_path / "m.tflite")
+    path = tfl.export_tflite(model, tmp_path / "m.tflite", outputs="logits")
     names = tflite_op_names(path)
     assert "PAD" in names and set(names) <= LEAN_OPS | {"PAD"}
     assert not set(names) & BN_OR_ACTIVATION_OPS
@@ -226,7 +262,7 @@ def test_empty_calibration_directory_is_refused(tiny, tmp_path):
 
 def test_image_size_override(tmp_path):
     pooled = _tiny(seed=4)  # global_pool=True: any size
-    path = tfl.export_tflite(pooled, tmp_path / "a.tflite", image_size=96)
+    path = tfl.export_tflite(pooled, tmp_path / "a.tflite", image_size=96, outputs="logits")
     assert tflite_io(path)[0][0].shape == (1, 96, 96, 3)
     x = _inputs(1, size=96)
     assert np.abs(run_tflite(path, x) - pooled.predict(x, verbose=0)).max() < 1e-4
@@ -247,8 +283,83 @@ def test_labels_file_written_and_matches_the_android_fixture(tiny, exported):
     fixture = fixture_path("tflite", "mobilenet_v1_0.25_224_1_metadata_1.tflite")
     theirs = zipfile.ZipFile(fixture).read("labels.txt").decode().splitlines()
     assert [name.split(",")[0] for name in lines] == theirs
+    # Ours packs the same file the same way (stored, so clients read it in place).
+    for key in ("none", "none_probs", "int8_probs"):
+        with zipfile.ZipFile(exported[key]) as z:
+            (info,) = z.infolist()
+            assert info.filename == "labels.txt" and info.compress_type == zipfile.ZIP_STORED
+            assert z.read(info).decode().splitlines() == lines
 
 
+# ----- feature vector, dynamic batch -----
+
+def _pooled(model, x):
+    """Keras's own AvgPool_1a output, flattened: what a feature vector must be."""
+    import keras
+
+    sub = keras.Model(model.inputs[0], model.get_layer("AvgPool_1a").output)
+    return np.asarray(sub(x, training=False)).reshape(len(x), -1)
+
+
+def test_feature_vector_matches_keras_pooled_features(tiny, tmp_path):
+    name = tfl.default_tflite_name("none", task="feature-vector")
+    path = tfl.export_tflite(tiny, tmp_path / name, task="feature-vector")
+    assert os.path.basename(path) == "feature_vector_float32.tflite"
+    x = _inputs(3)
+    y = run_tflite(path, x)
+    assert y.shape == (3, 256)
+    assert np.abs(y - _pooled(tiny, x)).max() < 1e-4
+    assert not os.path.exists(tmp_path / "labels.txt")  # features have no labels
+    assert set(tflite_op_names(path)) <= LEAN_OPS - {"SOFTMAX"}
+    assert gpu_compatibility(path).compatible
+    (_,), (out,) = tflite_io(path)
+    assert out.name == "features"
+    with pytest.raises(ValueError, match="--outputs applies to classifiers"):
+        tfl.export_tflite(tiny, tmp_path / "x.tflite", task="feature-vector", outputs="logits")
+    with pytest.raises(ValueError, match="unknown task"):
+        tfl.export_tflite(tiny, tmp_path / "x.tflite", task="embedding")
+    assert not os.path.exists(tmp_path / "x.tflite")
+
+
+def test_feature_vector_of_a_users_fine_tune(tmp_path):
+    """keras.applications-style fine-tune: the features of its (fine-tuned) backbone."""
+    import keras
+
+    from tf_mobilenet_v1 import MobileNetV1Model
+    from tf_mobilenet_v1.applications import MobileNetV1
+
+    base = MobileNetV1(include_top=False, weights=None, alpha=0.25,
+                       input_shape=(SIZE, SIZE, 3), pooling="avg")
+    user = keras.Model(base.inputs, keras.layers.Dense(3, name="head")(base.outputs[0]))
+    inner = next(layer for layer in base.layers if isinstance(layer, MobileNetV1Model))
+    x = _inputs(2, seed=7)
+    path = tfl.export_tflite(user, tmp_path / "f.tflite", task="feature-vector")
+    expected = np.asarray(inner(x)["pooler_output"])
+    assert np.abs(run_tflite(path, x) - expected).max() < 1e-4
+    probs = tfl.export_tflite(user, tmp_path / "p.tflite")
+    assert np.abs(run_tflite(probs, x) - _softmax(user.predict(x, verbose=0))).max() < 1e-4
+
+
+def test_dynamic_batch_resizes_and_stays_lean(tiny, tmp_path):
+    from converters.tflite_inspect import make_interpreter
+
+    path = tfl.export_tflite(tiny, tmp_path / "m.tflite", dynamic_batch=True)
+    assert set(tflite_op_names(path)) <= LEAN_OPS  # no SHAPE / PACK for the batch size
+    assert gpu_compatibility(path).compatible
+    interp = make_interpreter(path)
+    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+    assert list(inp["shape_signature"]) == [-1, SIZE, SIZE, 3]
+    x = _inputs(5, seed=3)
+    interp.resize_tensor_input(inp["index"], x.shape)
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    y = interp.get_tensor(out["index"])
+    assert y.shape == (5, 1001)
+    assert np.abs(y - _softmax(tiny.predict(x, verbose=0))).max() < 1e-4
+    # The default stays batch 1, what phones run.
+    fixed = make_interpreter(tfl.export_tflite(tiny, tmp_path / "b1.tflite"))
+    assert list(fixed.get_input_details()[0]["shape_signature"]) == [1, SIZE, SIZE, 3]
 
 
 
@@ -273,6 +384,9 @@ def test_export_default_path_summary_and_force(tiny, tmp_path, monkeypatch, caps
     summary = capsys.readouterr().out
     assert "GPU delegate: compatible" in summary and "CONV_2D x15" in summary
     assert "(pixel - 127.5) / 127.5" in summary
+    assert "output:  probabilities float32[1, 1001]" in summary
+    assert "metadata: 'MobileNet V1 image classifier (mobilenet_v1_0.25_64)'" in summary
+    assert "mean [127.5] std [127.5], packed: labels.txt" in summary
 
     assert main(["export", str(keras_file), "model.tflite"]) == 0
     assert "wrote model.tflite" in capsys.readouterr().out
@@ -282,6 +396,17 @@ def test_export_default_path_summary_and_force(tiny, tmp_path, monkeypatch, caps
     assert main(["export", str(keras_file), "x.tflite", "--quantize", "int8"]) == 1
     assert "calibration" in capsys.readouterr().err
     assert not os.path.exists("x.tflite")
+
+    assert main(["export", str(keras_file), "--outputs", "logits", "--dynamic-batch"]) == 0
+    summary = capsys.readouterr().out
+    assert "model_float32_logits.tflite" in summary and "output:  logits float32" in summary
+    assert main(["export", str(keras_file), "--task", "feature-vector"]) == 0
+    summary = capsys.readouterr().out
+    assert "feature_vector_float32.tflite" in summary and "features float32[1, 256]" in summary
+    assert main(["export", str(keras_file), "y.tflite", "--task", "feature-vector",
+                 "--outputs", "logits"]) == 1
+    assert "--outputs applies to classifiers" in capsys.readouterr().err
+    assert not os.path.exists("y.tflite")
 
 
 # ----- official weights (slow) -----
@@ -305,10 +430,14 @@ def official_exports(official, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_official_float32_matches_keras_and_reference(official, official_exports):
+def test_official_float32_matches_keras_and_reference(official, official_exports, tmp_path):
     model, x, ref_logits = official
-    y = run_tflite(official_exports["none"], x)
-    assert np.abs(y - model.predict(x, verbose=0)).max() < 1e-4
+    keras_logits = model.predict(x, verbose=0)
+    probs = run_tflite(official_exports["none"], x)
+    assert np.abs(probs - _softmax(keras_logits)).max() < 1e-4
+    assert np.abs(probs - _softmax(ref_logits)).max() < 1e-4
+    y = run_tflite(tfl.export_tflite(model, tmp_path / "logits.tflite", outputs="logits"), x)
+    assert np.abs(y - keras_logits).max() < 1e-4
     assert np.abs(y - ref_logits).max() < 1e-4
 
 
@@ -322,9 +451,10 @@ def test_official_float16_same_top1(official, official_exports):
 @pytest.mark.slow
 def test_official_int8_top1_agreement(official, official_exports):
     model, x, _ = official
-    y = _run_float_io(official_exports["int8"], x)
+    y = _run_float_io(official_exports["int8"], x)  # uint8 probabilities, dequantized
     agree = (y.argmax(-1) == model.predict(x, verbose=0).argmax(-1)).sum()
     assert agree >= 3, f"int8 top-1 agrees on {agree}/4 photos"
+    np.testing.assert_allclose(y.sum(-1), 1, atol=0.1)
 
 
 @pytest.mark.slow

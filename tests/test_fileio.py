@@ -41,7 +41,8 @@ def test_failure_keeps_previous_file_and_leaves_no_temp(tmp_path):
 def test_directory_output_replaced_whole(tmp_path):
     dst = tmp_path / "model_dir"
     dst.mkdir()
-    (dst / "old.txt").write_text("old")
+    (dst / "config.json").write_text("old")  # --force replaces only what looks like ours
+    (dst / "variables").mkdir()
     with atomic_output(dst, force=True, directory=True) as tmp:
         with open(os.path.join(tmp, "new.txt"), "w") as f:
             f.write("new")

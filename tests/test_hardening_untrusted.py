@@ -414,9 +414,9 @@ def test_member_claiming_too_many_bytes_is_refused(scratch, good, monkeypatch):
     with tarfile.open(path, "w:gz") as tar:
         for s in (".index", DATA_SUFFIX):
             tar.add(good / f"m.ckpt{s}", arcname=f"m/m.ckpt{s}")
-    monkeypatch.setattr(tarball, "MAX_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(tarball, "MAX_WEIGHTS_BYTES", 1000)
     err = TALLY.bad(lambda: load_any(str(path)), str(path))
-    assert "claims" in str(err)
+    assert "members claim 884,998 bytes" in str(err)
     assert os.listdir(scratch / "tmp") == []
 
 

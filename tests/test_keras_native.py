@@ -107,7 +107,7 @@ def test_fine_tune_saves_reloads_in_a_fresh_process_and_resumes_exactly(tmp_path
         # ... and the resumed fine-tune exports like our own classifier
         from converters.tflite import export_tflite
         from converters.tflite_inspect import run_tflite
-        export_tflite(m, "ft.tflite")
+        export_tflite(m, "ft.tflite", outputs="logits")
         x = np.load("x.npy")
         lite = run_tflite("ft.tflite", x)
         print(json.dumps({"trainable": len(m.trainable_weights),

@@ -69,12 +69,16 @@ def _keras_classifier(weights: str, preprocessing: str) -> _Classifier:
 
 
 def _tflite_classifier(path: str, preprocessing: str) -> _Classifier:
-    from converters.tflite_inspect import make_interpreter
+    from converters.tflite_inspect import make_interpreter, output_kind
 
+    from .outputs import logits_from_probabilities
     from .preprocessing import get_preprocessor
 
     interp = make_interpreter(path)
     (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+    kind = output_kind(interp)
+    if kind == "features":
+        raise ValueError(f"{path} is a feature-vector model; pass a classifier export")
     size = int(inp["shape"][1])
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
@@ -89,7 +93,9 @@ def _tflite_classifier(path: str, preprocessing: str) -> _Classifier:
             interp.invoke()
             y = interp.get_tensor(out["index"])[0].astype(np.float32)
             rows.append((y - out_zero) * out_scale if out_scale else y)
-        return np.stack(rows)
+        y = np.stack(rows)
+        # Our exports output probabilities by default: their log has the same softmax.
+        return logits_from_probabilities(y) if kind == "probabilities" else y
 
     labels = _labels_file(os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt"),
                           int(out["shape"][-1]))
@@ -103,6 +109,8 @@ def _saved_model_classifier(path: str, preprocessing: str) -> _Classifier:
 
     loaded = tf.saved_model.load(path)
     serve = loaded.signatures["serving_default"]
+    if "logits" not in serve.structured_outputs:
+        raise ValueError(f"{path} is a feature-vector SavedModel; pass a classifier export")
     count = int(serve.structured_outputs["logits"].shape[-1])
     extra = os.path.join(path, "assets.extra")
     labels = _labels_file(os.path.join(extra, "labels.txt"), count)

@@ -7,8 +7,11 @@ Exit codes: 0 success, 1 a failure (bad file, failed conversion, some images unr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 
 from .errors import first_line, native_stderr_silenced
 from .preprocessing import PREPROCESSING_NAMES
@@ -28,7 +31,8 @@ def _predict(args) -> int:
 
     output = "jsonl" if args.jsonl else ("json" if args.json else "table")
     return run_predict(args.inputs, weights=args.weights, top_k=args.top_k, output=output,
-                       batch_size=args.batch_size, preprocessing=args.preprocessing)
+                       batch_size=args.batch_size, preprocessing=args.preprocessing,
+                       fast=False if args.no_fast else None)
 
 
 def _beam(args) -> int:
@@ -52,7 +56,8 @@ def _export(args) -> int:
 
     export(args.src, args.out, format=args.format, quantize=args.quantize,
            io_type=args.io_type, image_size=args.image_size,
-           calibration_dir=args.calibration_dir, force=args.force)
+           calibration_dir=args.calibration_dir, force=args.force, task=args.task,
+           outputs=args.outputs, dynamic_batch=args.dynamic_batch)
     return 0
 
 
@@ -110,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "crop unless the weights say otherwise); crop: that crop at the model "
                    "size; resize: Pillow bilinear straight to the model size (the TFLite "
                    "examples'); slim: TF-slim's eval crop")
+    s.add_argument("--no-fast", action="store_true",
+                   help="always run the Keras model; by default, with ai-edge-litert "
+                   "installed, local weights run as a float32 TFLite model built once and "
+                   "cached (same results; also MOBILENET_V1_FAST=0)")
     s.set_defaults(func=_predict)
 
     s = add("beam", help="classify images at scale with Apache Beam RunInference",
@@ -141,12 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load ExponentialMovingAverage shadows from a slim checkpoint")
     s.set_defaults(func=_convert)
 
-    s = add("export", help="export a SavedModel or TFLite model for deployment")
+    s = add("export", help="export a SavedModel, TFLite or ONNX model for deployment")
     s.add_argument("src", help="registry name or any weights path")
     s.add_argument("out", nargs="?", default=None,
                    help="output path (default saved_models/<variant>/...)")
-    s.add_argument("--format", choices=("saved_model", "tflite"), default="tflite",
-                   help="deployment format")
+    s.add_argument("--format", choices=("saved_model", "tflite", "onnx"), default="tflite",
+                   help="deployment format (onnx needs the [onnx] extra)")
+    s.add_argument("--task", choices=("classification", "feature-vector"),
+                   default="classification",
+                   help="feature-vector: output the backbone's pooled features (embeddings)")
+    s.add_argument("--outputs", choices=("probabilities", "logits"), default=None,
+                   help="what a TFLite classifier outputs (default probabilities, as the "
+                   "Android Task Library and MediaPipe expect)")
+    s.add_argument("--dynamic-batch", action="store_true",
+                   help="TFLite input of any batch size (resize_tensor_input); SavedModel "
+                   "and ONNX always take any batch")
     s.add_argument("--quantize", choices=("none", "float16", "dynamic", "int8"), default="none",
                    help="TFLite weight quantization (int8 calibrates on --calibration-dir)")
     s.add_argument("--io-type", choices=("float32", "uint8", "int8"), default=None,
@@ -168,13 +186,46 @@ def _import_tensorflow_quietly():
         import tensorflow  # noqa: F401
 
 
+_OUT_OF_MEMORY = ("out of memory; use a smaller --batch-size or image size, or close other "
+                  "programs")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that temporary outputs are cleaned up on the way
+    out, as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
+    """Run the command line; ``argv=None`` (a real invocation) reads ``sys.argv``."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)  # only the main thread may set signal handlers
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if argv is None and code in (130, 143):
+        # Interrupted: temporary outputs are already cleaned up and the results printed so
+        # far are flushed; skip TensorFlow's thread-pool teardown, which takes 1-2 s more.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "beam":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pipeline_args = extra  # Beam's own options
-    _import_tensorflow_quietly()
+    if args.command != "predict":  # predict imports it only if it runs the Keras model
+        _import_tensorflow_quietly()
     if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         print("mobilenet-v1: error: --top-k and --batch-size must be at least 1", file=sys.stderr)
         return 2
@@ -186,12 +237,23 @@ def main(argv=None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # what a shell reports for a process ended by SIGPIPE
+    except Terminated:
+        print("mobilenet-v1: terminated", file=sys.stderr)
+        return 143  # what a shell reports for a process ended by SIGTERM
     except KeyboardInterrupt:
         print("mobilenet-v1: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"mobilenet-v1: error: {_OUT_OF_MEMORY}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, ImportError, KeyError, RuntimeError) as e:
         msg = first_line(e)
         print(f"mobilenet-v1: error: {msg}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if type(e).__name__ != "ResourceExhaustedError":  # TensorFlow's out-of-memory error
+            raise
+        print(f"mobilenet-v1: error: {_OUT_OF_MEMORY} ({first_line(e)[:200]})", file=sys.stderr)
         return 1
 
 

@@ -20,8 +20,13 @@ from .variants import parse_variant, release_stem, variant_name
 
 ACTIVATIONS = ("relu6", "relu", "gelu", "silu", "swish", "tanh", "sigmoid", "linear")
 MIN_INPUT_SIZE = 32
+# At 2048 px one image's largest activation is already 256 MiB (1.0, float32); 8192 would need
+# 4 GiB per layer and end in an out-of-memory error deep inside TensorFlow.
+MAX_IMAGE_SIZE = 2048
 MAX_DEPTH_MULTIPLIER = 16.0
 MAX_NUM_LABELS = 1_000_000
+# Bounds memory before anything is built (1.0 with 1001 labels: 4.2M).
+MAX_PARAMS = 2**28
 
 # Keys a transformers ``config.json`` carries that mean nothing for this port.
 CONFIG_NAME = "config.json"
@@ -180,8 +185,9 @@ class MobileNetV1Config(SavesPretrained):
             bad(f"output_stride must be None, 8, 16 or 32, got {self.output_stride!r}")
         if self.hidden_act not in ACTIVATIONS:
             bad(f"unknown hidden_act {self.hidden_act!r}; use one of {', '.join(ACTIVATIONS)}")
-        if not isinstance(self.image_size, int) or not MIN_INPUT_SIZE <= self.image_size <= 8192:
-            bad(f"image_size must be an integer in [{MIN_INPUT_SIZE}, 8192], "
+        if not isinstance(self.image_size, int) \
+                or not MIN_INPUT_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            bad(f"image_size must be an integer in [{MIN_INPUT_SIZE}, {MAX_IMAGE_SIZE}], "
                 f"got {self.image_size!r}")
         if not isinstance(self.num_channels, int) or not 1 <= self.num_channels <= 64:
             bad(f"num_channels must be an integer in [1, 64], got {self.num_channels!r}")
@@ -197,6 +203,13 @@ class MobileNetV1Config(SavesPretrained):
         if self.id2label is not None and not isinstance(self.id2label, Mapping):
             bad(f"id2label must be a mapping of ids to names, got a "
                 f"{type(self.id2label).__name__}")
+        from .architecture import count_params, layer_specs
+
+        params = count_params(layer_specs(self), self.num_labels)
+        if params > MAX_PARAMS:
+            bad(f"depth_multiplier {self.depth_multiplier:g} with {self.num_labels} labels "
+                f"needs {params:,} weights, more than {MAX_PARAMS:,} (1 GiB of float32); "
+                "use a smaller depth_multiplier or fewer labels")
 
     # ----- dict / JSON -----
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,10 @@ class PretrainedWarning(UserWarning):
     """A pretrained load that deliberately leaves out (or re-initializes) the classifier head."""
 
 
+class InputRangeWarning(UserWarning):
+    """``predict`` got raw pixels (uint8, or floats outside [-1, 1]) instead of model inputs."""
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type name when the message is empty."""
     text = str(err).strip()

@@ -5,12 +5,63 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 
+from .errors import first_line
+
+# The largest real MobileNet V1 (1.0_224) holds about 17 MB of float32 weights, 70 MB with
+# optimizer slots and moving averages. Readers refuse to allocate more than this in total, so a
+# few hundred crafted bytes that declare huge tensors cannot take gigabytes of memory.
+MAX_WEIGHTS_BYTES = 256 << 20
+# JSON files (config.json, preprocessor_config.json, shard indexes) are a few KB.
+MAX_JSON_BYTES = 16 << 20
+
+_KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"))
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file",
+                       max_bytes: int | None = None) -> int:
+    """Return the size of ``path`` if it is a regular file (a symlink to one is fine).
+
+    A pipe or device would block a reader forever or stream without end, and a dangling link
+    is an error rather than "no file here", so each is refused with the reason.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(f"{what} {path} is a symbolic link to "
+                                    f"{os.readlink(path)}, which does not exist") from None
+        raise FileNotFoundError(f"no such file: {path}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "special file")
+        raise ValueError(f"{what} {path} is a {kind}, not a regular file; pass the file itself")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ValueError(f"{what} {path} is {st.st_size:,} bytes, more than any MobileNet V1 "
+                         f"{what} (at most {max_bytes:,}); it is not one of ours, or is corrupt")
+    return st.st_size
+
+
+# What our directory outputs (HF model directories, SavedModels) hold. ``--force`` replaces a
+# directory only when everything in it is one of these: it must never delete a user's folder
+# that happens to be named like an output.
+OUTPUT_DIR_ENTRIES = frozenset({
+    "config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin",
+    "model.safetensors.index.json", "pytorch_model.bin.index.json", "saved_model.pb",
+    "saved_model.pbtxt", "fingerprint.pb", "variables", "assets", "assets.extra", "labels.txt",
+})
+
 
 def check_writable(dst: str | os.PathLike, force: bool = False) -> str:
-    """Refuse to replace an existing output unless ``force``; return ``dst`` as a string."""
+    """Refuse to replace an existing output unless ``force``; return ``dst`` as a string.
+
+    Nothing is created here (a failed run must not leave new empty directories behind):
+    ``atomic_output`` makes missing parents and removes them again if the write fails.
+    """
     dst = os.fspath(dst)
     if not dst.strip():
         raise ValueError("the output path is empty; name a file or directory to write")
@@ -19,9 +70,38 @@ def check_writable(dst: str | os.PathLike, force: bool = False) -> str:
     if os.path.exists(dst) and not (os.path.isfile(dst) or os.path.isdir(dst)):
         # --force replaces outputs, never a device, pipe or socket (think /dev/null as root).
         raise FileExistsError(f"{dst} is not a regular file or directory; write elsewhere")
-    parent = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(parent, exist_ok=True)
+    if os.path.isdir(dst) and not os.path.islink(dst):
+        foreign = sorted(set(os.listdir(dst)) - OUTPUT_DIR_ENTRIES)
+        if foreign:
+            raise FileExistsError(
+                f"{dst} is a directory that holds {foreign[0]!r}, which none of our outputs "
+                "does; --force replaces only our own outputs, so remove it yourself or write "
+                "elsewhere")
+    ancestor = os.path.dirname(os.path.abspath(dst))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise NotADirectoryError(f"cannot write {dst}: {ancestor} is not a directory")
     return dst
+
+
+def _make_parents(parent: str) -> list[str]:
+    """Create ``parent`` and its missing ancestors; return those created, deepest first."""
+    created = []
+    path = parent
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    return created
+
+
+def _remove_empty(dirs: list[str]) -> None:
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            break  # not empty (something else wrote there meanwhile): keep it and its parents
 
 
 def _apply_umask(path: str) -> None:
@@ -40,43 +120,144 @@ def _apply_umask(path: str) -> None:
                     os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
+# How a full disk, a quota or a read-only file system shows through the writers we call:
+# OSError from Python, but TensorFlow, h5py and safetensors raise their own types and bury
+# the cause in a long message.
+_DISK_FAILURES = ("No space left on device", "File too large", "Disk quota exceeded",
+                  "Read-only file system")
+
+
+def _is_disk_error(err: Exception) -> bool:
+    if isinstance(err, OSError):
+        return not str(err).startswith("cannot write")  # already ours
+    return any(m.lower() in str(err).lower() for m in _DISK_FAILURES)
+
+
+def _write_error(dst: str, err: Exception) -> OSError:
+    reason = first_line(err)
+    if not isinstance(err, OSError):
+        reason = next(m for m in _DISK_FAILURES if m.lower() in str(err).lower())
+    return OSError(f"cannot write {dst}: {reason}; nothing was written (check free space and "
+                   "permissions)")
+
+
+def _commit(tmp: str, dst: str, force: bool) -> None:
+    """Move a finished ``tmp`` onto ``dst``: without ``force`` it never replaces something that
+    appeared meanwhile (another run writing the same output)."""
+    if not force:
+        if os.path.isdir(tmp):
+            if os.path.lexists(dst):
+                raise FileExistsError(f"{dst} was created by another process while this one "
+                                      "was writing it; pass --force to replace it")
+            os.rename(tmp, dst)
+            return
+        try:
+            os.link(tmp, dst)  # fails atomically if dst exists
+        except FileExistsError:
+            raise FileExistsError(f"{dst} was created by another process while this one was "
+                                  "writing it; pass --force to replace it") from None
+        except OSError:  # a file system without hard links
+            if os.path.lexists(dst):
+                raise FileExistsError(f"{dst} already exists; pass --force to replace it") \
+                    from None
+            os.replace(tmp, dst)
+        return
+    if os.path.isdir(dst) and not os.path.islink(dst):
+        # A directory cannot be atomically replaced: move the old one aside first.
+        parent = os.path.dirname(os.path.abspath(dst))
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", suffix=".old", dir=parent)
+        os.rmdir(old)
+        os.replace(dst, old)
+        try:
+            os.replace(tmp, dst)
+        except BaseException:
+            os.replace(old, dst)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)
+
+
 @contextlib.contextmanager
 def atomic_output(dst: str | os.PathLike, force: bool = False, directory: bool = False,
                   suffix: str = "") -> Iterator[str]:
     """Yield a temporary path next to ``dst``; on success move it onto ``dst``.
 
-    On any error the temporary file or directory is removed and an existing ``dst`` is left
-    untouched. ``suffix`` keeps an extension that a writer insists on (e.g. ``.keras``).
+    On any error (a full disk included, or SIGTERM / Ctrl-C in the CLI) the temporary file or
+    directory and any parent directories made for it are removed, and an existing ``dst`` is
+    left untouched. ``suffix`` keeps an extension that a writer insists on (e.g. ``.keras``).
     """
-    dst = check_writable(dst, force)
-    if not directory and os.path.isdir(dst) and not os.path.islink(dst):
-        raise IsADirectoryError(f"{dst} is a directory; a file cannot replace it, even with "
-                                "--force (remove it first, or write elsewhere)")
-    parent = os.path.dirname(os.path.abspath(dst))
-    base = os.path.basename(dst.rstrip(os.sep)) or "output"
+    with atomic_outputs([dst], force, directory=directory, suffixes=[suffix]) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_outputs(dsts, force: bool = False, directory: bool = False,
+                   suffixes=None) -> Iterator[list[str]]:
+    """``atomic_output`` for outputs that belong together (a checkpoint's ``.index`` and
+    ``.data``): all are written in one temporary directory and replace the old ones as a unit;
+    if any move fails, the ones already moved are put back."""
+    dsts = [check_writable(d, force) for d in dsts]
+    suffixes = suffixes or [""] * len(dsts)
+    for dst in dsts:
+        if not directory and os.path.isdir(dst) and not os.path.islink(dst):
+            raise IsADirectoryError(f"{dst} is a directory; a file cannot replace it, even with "
+                                    "--force (remove it first, or write elsewhere)")
+    parent = os.path.dirname(os.path.abspath(dsts[0]))
+    base = os.path.basename(dsts[0].rstrip(os.sep)) or "output"
     try:
+        created = _make_parents(parent)
         tmp_dir = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
     except OSError as e:
-        raise OSError(e.errno, f"cannot write {dst}: {e.strerror} in {parent}") from None
-    tmp = tmp_dir if directory else os.path.join(tmp_dir, "out" + suffix)
+        raise OSError(e.errno, f"cannot write {dsts[0]}: {e.strerror} in {parent}") from None
+    if directory:
+        tmps = [tmp_dir] if len(dsts) == 1 else [os.path.join(tmp_dir, str(i))
+                                                  for i in range(len(dsts))]
+    else:
+        tmps = [os.path.join(tmp_dir, f"out{i}{sfx}") for i, sfx in enumerate(suffixes)]
+    committed = False
     try:
-        yield tmp
-        _apply_umask(tmp)
-        if os.path.isdir(dst) and not os.path.islink(dst):
-            # A directory cannot be atomically replaced: move the old one aside first.
-            old = tempfile.mkdtemp(prefix=f".{base}.", suffix=".old", dir=parent)
-            os.rmdir(old)
-            os.replace(dst, old)
-            try:
-                os.replace(tmp, dst)
-            except BaseException:
-                os.replace(old, dst)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            yield tmps
+            for tmp in tmps:
+                _apply_umask(tmp)
+        except Exception as e:
+            if _is_disk_error(e):
+                raise _write_error(dsts[0], e) from None
+            raise
+        if len(dsts) == 1:
+            _commit(tmps[0], dsts[0], force)
         else:
-            os.replace(tmp, dst)
+            _commit_all(tmps, dsts, force, tmp_dir)
+        committed = True
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if not committed:
+            _remove_empty(created)
+
+
+def _commit_all(tmps: list[str], dsts: list[str], force: bool, tmp_dir: str) -> None:
+    """Move each old output into ``tmp_dir`` as a backup, then each new one into place; on a
+    failure undo every move, so old and new files are never mixed."""
+    backups, placed = [], []
+    try:
+        for i, dst in enumerate(dsts):
+            if os.path.lexists(dst):
+                if not force:
+                    raise FileExistsError(f"{dst} already exists; pass --force to replace it")
+                backup = os.path.join(tmp_dir, f"old{i}")
+                os.replace(dst, backup)
+                backups.append((backup, dst))
+        for tmp, dst in zip(tmps, dsts, strict=True):
+            os.replace(tmp, dst)
+            placed.append(dst)
+    except BaseException:
+        for dst in placed:
+            with contextlib.suppress(OSError):
+                os.remove(dst)
+        for backup, dst in backups:
+            os.replace(backup, dst)
+        raise
 
 
 def read_json_object(path: str | os.PathLike, what: str = "config") -> dict:
@@ -84,10 +265,20 @@ def read_json_object(path: str | os.PathLike, what: str = "config") -> dict:
     import json
 
     try:
+        check_regular_file(path, what, MAX_JSON_BYTES)
+    except FileNotFoundError as e:
+        raise ValueError(f"cannot read {what} {path}: {e}") from None
+    try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read {what} {path}: {e}") from None
+    except RecursionError:
+        raise ValueError(f"cannot read {what} {path}: its JSON nests too deeply; it is not a "
+                         "config file") from None
+    except ValueError as e:  # Python refuses integers of more than 4300 digits
+        raise ValueError(f"cannot read {what} {path}: it holds a number too large to be a "
+                         f"setting ({first_line(e).split(':')[0]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path} must hold a JSON object")
     return data

@@ -19,6 +19,9 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import first_line
+from .fileio import check_regular_file
+
 # Extensions picked up when walking a directory (files named explicitly are always tried).
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".webp", ".tif", ".tiff",
@@ -91,6 +94,12 @@ def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
     ``Image.MAX_IMAGE_PIXELS`` is refused, not just warned about).
     """
     path = os.fspath(path)
+    if data is None and os.path.exists(path) and not os.path.isdir(path):
+        try:
+            check_regular_file(path, "image")  # opening a FIFO would block this run forever
+        except ValueError:
+            raise ValueError(f"cannot read image {path}: not a regular file (a pipe, socket "
+                             "or device); skipped") from None
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             # Damaged headers make plugins warn ("Truncated File Read"...); such an image then
@@ -229,3 +238,17 @@ def to_rgb_array(image) -> np.ndarray:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as a (H, W, 3) uint8 RGB array (see :func:`open_image`)."""
     return pil_to_rgb(open_image(path))
+
+
+def load_pixels(path: str, processor, shape: tuple[int, ...]) -> tuple[np.ndarray | None,
+                                                                        str | None]:
+    """``(pixels, None)`` for a readable image, ``(None, message)`` for one that is not (the
+    message names the file); shared by the Keras and the TFLite paths."""
+    try:
+        x = processor.preprocess_one(path)
+        if x.shape != tuple(shape):
+            raise ValueError(f"preprocessing gave shape {x.shape}, expected {tuple(shape)}")
+        return x.astype(np.float32, copy=False), None
+    except Exception as e:  # noqa: BLE001 - one bad image must not stop the others
+        msg = first_line(e)
+        return None, msg if path in msg else f"cannot read image {path}: {msg}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import warnings
 from collections.abc import Sequence
 
 import keras
@@ -16,6 +17,7 @@ from keras import ops
 
 from .architecture import LOGITS_NAME, hidden_state_names, layer_specs
 from .config import MIN_INPUT_SIZE, MobileNetV1Config
+from .errors import InputRangeWarning
 from .layers import ConvBlock, SlimAvgPool
 from .outputs import decode_predictions, logits_of
 
@@ -200,6 +202,13 @@ class _MobileNetV1Base(keras.Model):
 
         Measured on 1.0_224 (benchmarks/RESULTS.md): 97 ms -> 20 ms at batch 1, same outputs.
         """
+        if isinstance(x, np.ndarray):
+            self._check_pixel_range(x)
+            if x.ndim == 4 and not len(x):
+                # Keras's own loop fails on zero samples (UnboundLocalError): give an empty
+                # result of the right shape and dtype instead.
+                one = self.predict_on_batch(np.zeros((1, *x.shape[1:]), np.float32))
+                return keras.tree.map_structure(lambda a: np.asarray(a)[:0], one)
         if (steps is None and not callbacks and not kwargs and isinstance(x, np.ndarray)
                 and x.ndim == 4 and len(x)):
             size = batch_size or 32
@@ -207,6 +216,23 @@ class _MobileNetV1Base(keras.Model):
             return keras.tree.map_structure(lambda *a: np.concatenate(a), *outs)
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
                                callbacks=callbacks, **kwargs)
+
+    def _check_pixel_range(self, x: np.ndarray) -> None:
+        """Warn once per model when ``predict`` gets raw pixels instead of ``[-1, 1]`` values:
+        the scores would be confidently wrong (a cheeseburger becomes a jellyfish)."""
+        if getattr(self, "_warned_pixel_range", False) or not x.size:
+            return
+        if x.dtype.kind in "ub" or x.dtype.kind == "i":
+            why = f"{x.dtype} pixels"
+        elif x.dtype.kind == "f" and (float(x.min()) < -1.01 or float(x.max()) > 1.01):
+            why = f"values in [{float(x.min()):.4g}, {float(x.max()):.4g}]"
+        else:
+            return
+        self._warned_pixel_range = True
+        warnings.warn(f"{self.name}.predict got {why}, but MobileNet V1 expects RGB scaled to "
+                      "[-1, 1] (x / 127.5 - 1); preprocess with MobileNetV1ImageProcessor or "
+                      "model.image_processor, or the scores are meaningless",
+                      InputRangeWarning, stacklevel=3)
 
     @classmethod
     def from_pretrained(cls, name_or_path, **config_overrides):

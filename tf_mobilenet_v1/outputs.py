@@ -7,13 +7,24 @@ import numpy as np
 
 def logits_of(output):
     """The logits of a classifier output: the output itself, or the ``logits`` entry of the
-    dict that ``output_hidden_states=True`` gives. Tensors pass through unconverted."""
+    dict that ``output_hidden_states=True`` or a SavedModel signature gives. Tensors pass
+    through unconverted. A dict with only ``probabilities`` (an exported model's output)
+    gives their log: logits up to a per-row constant, so softmax and top-k are unchanged."""
     if isinstance(output, dict):
-        if "logits" not in output:
-            raise ValueError("the model has no classification head (a backbone); load weights "
-                             "with a Logits layer to classify images")
-        return output["logits"]
+        if "logits" in output:
+            return output["logits"]
+        if "probabilities" in output:
+            return logits_from_probabilities(output["probabilities"])
+        raise ValueError("the model has no classification head (a backbone); load weights "
+                         "with a Logits layer to classify images")
     return output
+
+
+def logits_from_probabilities(probs) -> np.ndarray:
+    """``log(p)``: softmax(log p) = p for rows that sum to 1; a zero (a quantized model's
+    smallest step) becomes -inf, i.e. probability 0."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(probs, np.float32))
 
 
 def decode_predictions(logits, top_k: int = 5, id2label: dict[int, str] | None = None):

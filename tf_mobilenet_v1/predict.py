@@ -3,6 +3,8 @@
 Decoding and preprocessing run in a ``tf.data`` pipeline (parallel, ordered, batched,
 prefetched; memory stays bounded whatever the number of images). A file that cannot be read
 gives an error result for that file only; the rest of its batch is still classified.
+:func:`run_predict` (the CLI) runs a cached float32 TFLite model instead where it can
+(:mod:`tf_mobilenet_v1.fast_predict`), with the same processor, results and reporting.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .architecture import LOGITS_NAME
-from .errors import first_line
-from .images import find_images
+from .errors import native_stderr_silenced
+from .images import find_images, load_pixels
 from .outputs import decode_predictions, logits_of
 
 # The processor that belongs to the weights (HF semantics: shortest edge image_size + 32, centre
@@ -46,15 +48,11 @@ def _dataset(paths: Sequence[str], processor, size: tuple[int, int], batch_size:
 
     def load(i):
         i = int(i)
-        try:
-            x = processor.preprocess_one(paths[i])
-            if x.shape != blank.shape:
-                raise ValueError(f"preprocessing gave shape {x.shape}, expected {blank.shape}")
-            return x.astype(np.float32, copy=False), True
-        except Exception as e:  # noqa: BLE001 - one bad image must not stop the others
-            msg = first_line(e)
-            errors[i] = msg if paths[i] in msg else f"cannot read image {paths[i]}: {msg}"
-            return blank, False
+        x, error = load_pixels(paths[i], processor, blank.shape)
+        if error is None:
+            return x, True
+        errors[i] = error
+        return blank, False
 
     def tf_load(i):
         x, ok = tf.numpy_function(load, [i], (tf.float32, tf.bool))
@@ -185,6 +183,12 @@ def _table(result: dict) -> str:
 def _load_model(weights):
     """Load weights with anything they print (download progress) sent to stderr, so stdout
     holds only results."""
+    if "tensorflow" not in sys.modules:
+        # The CLI leaves TensorFlow unimported for predict (the TFLite path needs none), so
+        # keep its C++ start-up notices (CUDA probe, oneDNN) off stderr here.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with native_stderr_silenced():
+            import tensorflow  # noqa: F401
     from .loaders.dispatch import load_any
 
     with contextlib.redirect_stdout(sys.stderr):
@@ -196,7 +200,8 @@ OUTPUT_FORMATS = ("table", "json", "jsonl")
 
 def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k: int = 5,
                 json_output: bool = False, batch_size: int = 32, stream=None,
-                preprocessing: str = DEFAULT_PREPROCESSING, output: str | None = None) -> int:
+                preprocessing: str = DEFAULT_PREPROCESSING, output: str | None = None,
+                fast: bool | None = None) -> int:
     """``mobilenet-v1 predict``: classify files and directories, print a table or JSON.
 
     Directories are walked recursively (sorted; image extensions only); files named
@@ -208,6 +213,10 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
     some failed, 2 when no image was found at all (only empty directories).
     ``preprocessing``: ``"model"`` (default, the weights' own processor), ``"crop"``,
     ``"resize"`` or ``"slim"``, see :func:`tf_mobilenet_v1.preprocessing.get_preprocessor`.
+    ``fast``: run a cached float32 TFLite model when ai-edge-litert is installed and the
+    weights qualify (see :mod:`tf_mobilenet_v1.fast_predict`; the same results to float32
+    rounding, without importing TensorFlow once it is cached); ``None`` (default) unless
+    ``MOBILENET_V1_FAST=0``, ``False`` always runs the Keras model.
     """
     from .preprocessing import get_preprocessor
 
@@ -247,8 +256,24 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
     # No model.folded(): inference already folds batch norm into the convolutions; a folded
     # copy is only a few percent faster, which repays the time to build it only after several
     # hundred images.
-    model = _load_model(weights)
-    processor = get_preprocessor(preprocessing, model.config.image_size, model=model)
+    from . import fast_predict
+
+    use_fast = fast_predict.enabled(fast)
+    engine = fast_predict.open_cached(weights, preprocessing) if use_fast else None
+    if engine is None:
+        model = _load_model(weights)
+        if use_fast:  # first run on these weights (or a damaged entry): build and cache
+            engine = fast_predict.build(weights, model, preprocessing)
+    if engine is None:
+        processor = get_preprocessor(preprocessing, model.config.image_size, model=model)
+
+        def run(progress):
+            return classify(paths, model, processor, top_k=top_k, batch_size=batch_size,
+                            progress=progress)
+    else:
+        def run(progress):
+            return engine.classify(paths, top_k=top_k, batch_size=batch_size,
+                                   progress=progress)
     bar = _progress_bar(len(paths), batch_size, err)
     failed = len(missing)
     try:
@@ -256,8 +281,7 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
             # Pillow warns about damaged metadata from the decoding threads ("Truncated File
             # Read"...); such a file is reported by us, as an error, or decodes fine.
             warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
-            for result in classify(paths, model, processor, top_k=top_k,
-                                   batch_size=batch_size, progress=bar):
+            for result in run(bar):
                 failed += "error" in result
                 report(result, bar)
     finally:

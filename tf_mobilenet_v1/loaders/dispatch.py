@@ -19,6 +19,7 @@ import warnings
 from ..architecture import model_weight_shapes
 from ..config import MobileNetV1Config
 from ..errors import PretrainedWarning
+from ..fileio import check_regular_file
 from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
 from .keras_files import load_keras_file, weights_h5_source
 from .source import HEAD, WeightSource, model_source
@@ -66,8 +67,12 @@ def _resolve(name_or_path) -> tuple[str, str | None]:
     from .. import registry
 
     path = os.fspath(name_or_path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        check_regular_file(path, "weights")  # a pipe or /dev/zero would be read without end
     if os.path.exists(path) or os.path.exists(path + ".index"):
         return path, None
+    if os.path.islink(path):
+        check_regular_file(path, "weights")  # says the link dangles
     key = registry.canonical_name(path)
     if key is not None:
         return registry.download(key), key

@@ -11,16 +11,18 @@ import math
 
 import numpy as np
 
+from ..fileio import MAX_WEIGHTS_BYTES
+
 # Last name parts of slim variables; such a Const is a weight even without a /read node.
 VARIABLE_LEAVES = frozenset({
     "weights", "depthwise_weights", "biases", "gamma", "beta", "moving_mean", "moving_variance",
     "min", "max", "ExponentialMovingAverage",
 })
 _VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
-# A Const may declare any shape with a single value that make_ndarray repeats to fill it; no
-# MobileNet V1 tensor comes near this many elements (the largest, 16x's last pointwise, is
-# 2**28), so a bigger declared shape is refused before anything is allocated.
-MAX_CONST_ELEMENTS = 2**28
+# A Const may declare any shape with a single value that make_ndarray repeats to fill it, so a
+# few hundred bytes can ask for gigabytes: the declared sizes (elements x dtype width) are added
+# up and checked against the weights cap before anything is allocated.
+_MAX_RANK = 8
 
 
 def _node_input_name(name: str) -> str:
@@ -51,20 +53,32 @@ def read_frozen_graph(data: bytes, source: str) -> tuple[dict[str, np.ndarray], 
         _node_input_name(n.input[0]) for n in nodes
         if n.op == "Identity" and n.input and n.name == _node_input_name(n.input[0]) + "/read"
     }
+    weights = [n for n in nodes if n.op == "Const" and (
+        n.name in read_targets or n.name.rsplit("/", 1)[-1] in VARIABLE_LEAVES)]
+    total = 0
+    for n in weights:  # every declared size is checked before anything is allocated
+        proto = n.attr["value"].tensor
+        dims = [d.size for d in proto.tensor_shape.dim]
+        if len(dims) > _MAX_RANK or any(d < 0 for d in dims):
+            raise ValueError(f"{source}: constant {n.name} declares the shape {dims}, which "
+                             "no MobileNet V1 weight has; the graph is corrupt or crafted")
+        try:
+            width = tf.dtypes.as_dtype(proto.dtype).size
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: constant {n.name} has an unknown dtype "
+                             f"({proto.dtype}); the graph is corrupt or crafted") from None
+        total += math.prod(dims) * width
+        if total > MAX_WEIGHTS_BYTES:
+            raise ValueError(f"{source}: constant {n.name} declares the shape {dims}, "
+                             f"which takes the weights past {MAX_WEIGHTS_BYTES:,} bytes, "
+                             "more than any MobileNet V1; the graph is corrupt or crafted")
     tensors = {}
-    for n in nodes:
-        if n.op == "Const" and (n.name in read_targets
-                                or n.name.rsplit("/", 1)[-1] in VARIABLE_LEAVES):
-            proto = n.attr["value"].tensor
-            dims = [d.size for d in proto.tensor_shape.dim]
-            if any(d < 0 for d in dims) or math.prod(dims) > MAX_CONST_ELEMENTS:
-                raise ValueError(f"{source}: constant {n.name} declares the shape {dims}, which "
-                                 "no MobileNet V1 weight has; the graph is corrupt or crafted")
-            try:
-                tensors[n.name] = np.asarray(tf.make_ndarray(proto))
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{source}: constant {n.name} is malformed ({e}); the graph is "
-                                 "corrupt") from None
+    for n in weights:
+        try:
+            tensors[n.name] = np.asarray(tf.make_ndarray(n.attr["value"].tensor))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: constant {n.name} is malformed ({e}); the graph is "
+                             "corrupt") from None
     return tensors, _input_resolution(nodes)
 
 

@@ -10,7 +10,6 @@ forms. torch is only needed for ``.bin`` files.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pickle  # only for its exception type; files are read by torch.load(weights_only)
 import warnings
@@ -21,7 +20,7 @@ import numpy as np
 from ..architecture import infer_depth_multiplier, layer_specs
 from ..config import MobileNetV1Config
 from ..errors import PretrainedWarning, first_line
-from ..fileio import read_json_object
+from ..fileio import MAX_WEIGHTS_BYTES, check_regular_file, read_json_object
 from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
 from .hf_names import (
     CLASSIFIER,
@@ -79,8 +78,14 @@ def _to_numpy(value, key: str, source: str = "state dict") -> np.ndarray:
             return value.astype(np.float32)
         return value
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # torch.Tensor, without torch
-        t = value.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
+        t = value.detach()
+        dtype = str(t.dtype).removeprefix("torch.")
+        layout = str(getattr(t, "layout", "torch.strided")).removeprefix("torch.")
+        if layout != "strided" or dtype not in TENSOR_DTYPES:
+            what = f"a {layout} tensor" if layout != "strided" else f"dtype {dtype}"
+            raise _unsupported(source, key, what)
+        t = t.cpu()
+        if dtype == "bfloat16":
             t = t.float()  # numpy has no bfloat16; widening to float32 is exact
         return t.numpy()
     if hasattr(value, "shape") and hasattr(value, "dtype"):
@@ -89,6 +94,19 @@ def _to_numpy(value, key: str, source: str = "state dict") -> np.ndarray:
         f"{source} entry {key!r} is a {type(value).__name__}, not a tensor; pass a flat "
         "mapping of names to numpy arrays or torch tensors"
     )
+
+
+# What a MobileNet V1 state dict holds: float weights (any width numpy or torch can widen
+# exactly) and integer num_batches_tracked counters. float8, quantized (qint8) and sparse tensors
+# are refused by name rather than left to fail deep inside numpy or torch.
+TENSOR_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64", "int32", "int64"})
+_SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32",
+                       "F64": "float64", "I32": "int32", "I64": "int64"}
+
+
+def _unsupported(source: str, key: str, what: str) -> ValueError:
+    return ValueError(f"{source} entry {key!r} is {what}, which MobileNet V1 weights never are; "
+                      "save the float32 (or float16/bfloat16) weights instead")
 
 
 def _numpy_state_dict(state_dict, source: str = "state dict") -> dict[str, np.ndarray]:
@@ -262,10 +280,15 @@ def infer_config(state_dict, **overrides) -> MobileNetV1Config:
 
 # ----- reading HF files -----
 def _load_safetensors(path: str) -> dict:
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
 
     try:
+        with safe_open(path, framework="numpy") as f:
+            for key in f.keys():
+                dtype = f.get_slice(key).get_dtype()
+                if dtype not in _SAFETENSORS_DTYPES:
+                    raise _unsupported(path, key, f"dtype {dtype}")
         return load_file(path)
     except SafetensorError as e:
         raise ValueError(f"cannot read {path} as safetensors: {e}") from None
@@ -287,7 +310,9 @@ def _load_bin(path: str) -> dict:
         raise FileNotFoundError(f"no such file: {path}")
     # weights_only=True: a .bin is a pickle, and only plain tensors may come out of it.
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's deprecation notice for qint8 tensors
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise ValueError(
             f"{path} is not a plain PyTorch state dict (it is corrupt or holds Python objects "
@@ -305,11 +330,7 @@ def _load_bin(path: str) -> dict:
 
 def _shard_files(index_path: str) -> list[str]:
     """The shard files a ``*.index.json`` names, each a plain file name in its directory."""
-    try:
-        with open(index_path, encoding="utf-8") as f:
-            weight_map = json.load(f).get("weight_map")
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-        raise ValueError(f"cannot read {index_path} as a sharded-weights index: {e}") from None
+    weight_map = read_json_object(index_path, "sharded-weights index").get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map \
             or not all(isinstance(v, str) for v in weight_map.values()):
         raise ValueError(f"{index_path} has no weight_map of tensor names to shard files")
@@ -320,7 +341,15 @@ def _shard_files(index_path: str) -> list[str]:
                 or not shard.endswith((".safetensors", ".bin")):
             raise ValueError(f"{index_path} names the shard {shard!r}; shards must be "
                              ".safetensors or .bin files in the same directory")
-    return [os.path.join(os.path.dirname(index_path), shard) for shard in shards]
+    paths = [os.path.join(os.path.dirname(index_path), shard) for shard in shards]
+    # Each shard is checked before any is read: N shards that are each just under a cap
+    # would otherwise add up to gigabytes.
+    total = sum(check_regular_file(p, "weights shard") for p in paths)
+    if total > MAX_WEIGHTS_BYTES:
+        raise ValueError(f"the {len(paths)} shards of {index_path} hold {total:,} bytes, more "
+                         f"than any MobileNet V1 (at most {MAX_WEIGHTS_BYTES:,}); they are not "
+                         "MobileNet V1 weights")
+    return paths
 
 
 def _load_weights_file(path: str) -> dict:
@@ -329,6 +358,7 @@ def _load_weights_file(path: str) -> dict:
         for shard in _shard_files(path):
             merged.update(_load_weights_file(shard))
         return merged
+    check_regular_file(path, "weights file", MAX_WEIGHTS_BYTES)
     if path.endswith(".safetensors"):
         return _load_safetensors(path)
     return _load_bin(path)
@@ -353,8 +383,7 @@ def tensor_names(path: str) -> list[str]:
     path = _weights_file(os.fspath(path))
     if path.endswith(".index.json"):
         _shard_files(path)  # validates the index
-        with open(path, encoding="utf-8") as f:
-            return list(json.load(f)["weight_map"])
+        return list(read_json_object(path, "sharded-weights index")["weight_map"])
     if path.endswith(".safetensors"):
         from safetensors import SafetensorError, safe_open
 
@@ -408,7 +437,9 @@ def _read_source(src) -> tuple[dict, dict | None, str]:
             f"{path} is not a Hugging Face source; pass a model directory, a .safetensors or "
             "a .bin file"
         )
-    config = _read_hf_config(config_path) if os.path.isfile(config_path) else None
+    # Only a config.json that is truly absent means "infer the variant": a dangling link or a
+    # pipe is somebody's broken config, and guessing past it would hide that.
+    config = _read_hf_config(config_path) if os.path.lexists(config_path) else None
     return _load_weights_file(weights), config, path
 
 

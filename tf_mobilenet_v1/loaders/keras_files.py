@@ -40,12 +40,26 @@ def load_keras_file(path: str, users_own: bool = False):
         first = first_line(e)
         raise ValueError(f"cannot load Keras file {path} ({first}); pass a .keras file saved "
                          "by this package") from None
+    check_finite(model, path)
     if users_own and contains_mobilenet(model):
         return model
     if not isinstance(model, (MobileNetV1Model, MobileNetV1ForImageClassification)):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a MobileNet V1 model; "
                          "pass a MobileNet V1 .keras file")
     return model
+
+
+def check_finite(model, path: str) -> None:
+    """Refuse a model whose weights hold NaN or infinity (as the slim and HF readers do):
+    it would load silently and then print ``nan%`` for every image."""
+    import numpy as np
+
+    for v in model.weights:
+        value = np.asarray(v.numpy())
+        if value.dtype.kind == "f" or value.dtype.name == "bfloat16":
+            if not np.isfinite(value.astype(np.float32)).all():
+                raise ValueError(f"{path} holds NaN or infinite values in {v.path}; the file is "
+                                 "corrupt or was saved from a diverged training run")
 
 
 def contains_mobilenet(model) -> bool:
@@ -169,4 +183,5 @@ def weights_h5_source(path: str, overrides: dict) -> WeightSource:
         first = first_line(e)
         raise ValueError(f"cannot load {path} into a {config.variant} model ({first}); pass "
                          "the config fields it was saved with") from None
+    check_finite(model, path)
     return model_source(model, path)

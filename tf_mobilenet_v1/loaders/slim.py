@@ -32,6 +32,7 @@ from ..architecture import (
     weight_shapes,
 )
 from ..config import MobileNetV1Config
+from ..fileio import MAX_WEIGHTS_BYTES, check_regular_file
 from ..variants import variant_in_path
 from .tf_checkpoint import DATA_SUFFIX, SOURCE_FORMS, checkpoint_prefix_in_dir, read_checkpoint
 
@@ -124,6 +125,7 @@ def read_raw(src: str) -> tuple[dict[str, np.ndarray], int | None, str]:
     if path.endswith(".pb"):
         from .frozen_graph import read_frozen_graph
 
+        check_regular_file(path, "frozen graph", MAX_WEIGHTS_BYTES)
         with open(path, "rb") as f:
             tensors, resolution = read_frozen_graph(f.read(), path)
         return tensors, resolution, path

@@ -17,12 +17,14 @@ import zlib
 import numpy as np
 
 from ..errors import first_line
+from ..fileio import MAX_WEIGHTS_BYTES, check_regular_file
 from ..variants import release_stem
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
-# Members are read into memory; the largest real one (1.0_224 with optimizer slots) is under
-# 100 MB, so a member claiming more than this is a corrupt or crafted archive (a "tar bomb").
-MAX_MEMBER_BYTES = 1 << 30
+# The 2018 release tarballs are under 100 MB and hold a dozen files. Both caps bound what a
+# small, highly compressed archive can make us decompress, list or hold in memory.
+MAX_ARCHIVE_BYTES = 1 << 30
+MAX_MEMBERS = 1000
 
 
 def _fail(path: str, err: Exception):
@@ -57,23 +59,40 @@ def find_model_members(names: list[str], tar_path: str) -> tuple[str, str]:
                      "checkpoint or frozen graph")
 
 
+def _members(tar: tarfile.TarFile, path: str) -> dict[str, tarfile.TarInfo]:
+    """The archive's regular files, read one header at a time so that the caps apply early."""
+    members, total = {}, 0
+    for m in tar:
+        if len(tar.members) > MAX_MEMBERS:
+            raise ValueError(f"{path} lists more than {MAX_MEMBERS} members; a MobileNet V1 "
+                             "release holds a dozen, so it is not one")
+        total += m.size
+        if total > MAX_ARCHIVE_BYTES:
+            raise ValueError(f"{path} unpacks to more than {MAX_ARCHIVE_BYTES:,} bytes; a "
+                             "MobileNet V1 release is under 100 MB, so it is corrupt or crafted")
+        if m.isfile():
+            members[m.name] = m
+    return members
+
+
 def read_tarball(path: str) -> tuple[dict[str, np.ndarray], int | None, str]:
     """All tensors of the model in a release tarball, a resolution hint and a description."""
     from .frozen_graph import read_frozen_graph
     from .tf_checkpoint import read_checkpoint
 
+    check_regular_file(path, "tarball", MAX_ARCHIVE_BYTES)
     try:
         with tarfile.open(path, "r:*") as tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+            members = _members(tar, path)
             kind, name = find_model_members(sorted(members), path)
             desc = f"{path}:{name}"
             wanted = [m for n, m in members.items() if n == name or n == name + ".index"
                       or n.startswith(name + ".data-")]
-            for m in wanted:
-                if m.size > MAX_MEMBER_BYTES:
-                    raise ValueError(f"{path}: member {m.name} claims {m.size:,} bytes, more "
-                                     "than any MobileNet V1 file; the archive is corrupt or "
-                                     "crafted")
+            claimed = sum(m.size for m in wanted)
+            if claimed > MAX_WEIGHTS_BYTES:
+                raise ValueError(f"{path}: the model's members claim {claimed:,} bytes, more "
+                                 f"than any MobileNet V1 (at most {MAX_WEIGHTS_BYTES:,}); the "
+                                 "archive is corrupt or crafted")
             if kind == "graph":
                 tensors, resolution = read_frozen_graph(tar.extractfile(members[name]).read(),
                                                         desc)

@@ -1,0 +1,240 @@
+"""The TFLite fast path of ``mobilenet-v1 predict``: same results as Keras, no TensorFlow import
+once cached, a cache that is keyed by content and never trusted blindly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import fixture_path, require_module, tiny_model
+from PIL import Image
+
+from tf_mobilenet_v1 import fast_predict
+from tf_mobilenet_v1.cli import main
+from tf_mobilenet_v1.preprocessing import MobileNetV1ImageProcessor
+
+PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
+
+
+def _env(cache, **extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", fast_predict.ENV_CACHE: str(cache)}
+    env.pop(fast_predict.ENV_SWITCH, None)
+    env.update(extra)
+    return env
+
+
+def _cli(cache, *args, **extra):
+    return subprocess.run([sys.executable, "-m", "tf_mobilenet_v1", "predict", *map(str, args)],
+                          capture_output=True, text=True, env=_env(cache, **extra), timeout=600)
+
+
+def _entries(cache):
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def _assert_same_top5(fast: list[dict], keras: list[dict]):
+    assert [r["image"] for r in fast] == [r["image"] for r in keras]
+    for a, b in zip(fast, keras, strict=True):
+        assert [(p["index"], p["label"]) for p in a["predictions"]] == \
+            [(p["index"], p["label"]) for p in b["predictions"]], a["image"]
+        np.testing.assert_allclose([p["score"] for p in a["predictions"]],
+                                   [p["score"] for p in b["predictions"]], atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    require_module("ai_edge_litert")
+    return [str(fixture_path("images", name)) for name in PHOTOS]
+
+
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory, photos):
+    """A cache holding the bundled weights' TFLite model, built by a first (cold) CLI run."""
+    cache = tmp_path_factory.mktemp("cache")
+    proc = _cli(cache, *photos, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = _entries(cache)
+    assert len(names) == 2 and {n.rsplit(".", 1)[1] for n in names} == {"json", "tflite"}
+    return cache, json.loads(proc.stdout)
+
+
+# ----------------------------------------------------------------- same answers
+@pytest.mark.slow
+def test_fast_and_keras_paths_agree_on_the_fixture_photos(built_cache, photos, tmp_path):
+    cache, cold = built_cache
+    warm = _cli(cache, *photos, "--json")
+    keras = _cli(tmp_path / "unused", *photos, "--json", "--no-fast")
+    assert warm.returncode == 0 and keras.returncode == 0, keras.stderr[-2000:]
+    assert not (tmp_path / "unused").exists()  # --no-fast builds nothing
+    assert warm.stderr == "" and keras.stderr == ""
+    warm, keras = json.loads(warm.stdout), json.loads(keras.stdout)
+    assert warm == cold  # the run that built the entry already used it
+    _assert_same_top5(warm, keras)
+    top1 = {os.path.basename(r["image"]): r["predictions"][0]["index"] for r in warm}
+    assert top1["burger.jpg"] == 934 and top1["bird.bmp"] == 20  # published expectations
+
+
+@pytest.mark.slow
+def test_warm_fast_path_imports_neither_tensorflow_nor_keras(built_cache, photos):
+    cache, _ = built_cache
+    code = ("import sys; from tf_mobilenet_v1.cli import main; "
+            f"rc = main(['predict', {photos[1]!r}, '--top-k', '1']); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'tf_keras', 'torch')); "
+            "print('RC', rc, 'HEAVY', heavy)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=_env(cache), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cheeseburger" in proc.stdout
+    assert proc.stdout.strip().endswith("RC 0 HEAVY []"), proc.stdout
+    # The opt-out runs the Keras model, which does import TensorFlow.
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=_env(cache, MOBILENET_V1_FAST="0"), timeout=300)
+    assert proc.returncode == 0 and "'tensorflow'" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_outputs_errors_and_exit_codes_match_the_keras_path(built_cache, photos, tmp_path,
+                                                            capsys, monkeypatch):
+    cache, _ = built_cache
+    monkeypatch.setenv(fast_predict.ENV_CACHE, str(cache))
+    monkeypatch.delenv(fast_predict.ENV_SWITCH, raising=False)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    missing = tmp_path / "gone.jpg"
+    args = [photos[1], str(bad), photos[0], str(missing), "--top-k", "3"]
+    for fmt in ((), ("--json",), ("--jsonl",)):
+        got = {}
+        for mode in ("fast", "keras"):
+            flags = ("--no-fast",) if mode == "keras" else ()
+            rc = main(["predict", *args, *fmt, *flags])
+            out, err = capsys.readouterr()
+            got[mode] = rc, out, err
+        (rc_f, out_f, err_f), (rc_k, out_k, err_k) = got["fast"], got["keras"]
+        assert rc_f == rc_k == 1, fmt
+        assert err_f == err_k, fmt  # the same one-line messages, the same summary
+        assert err_f.count(str(bad)) == 1 and "2 of 4 images could not be classified" in err_f
+        if fmt == ("--json",):
+            fast, keras = json.loads(out_f), json.loads(out_k)
+        elif fmt == ("--jsonl",):
+            fast, keras = ([json.loads(line) for line in o.splitlines()] for o in (out_f, out_k))
+        else:  # the table: same lines, scores printed to 0.01%
+            assert [ln.split()[-1] for ln in out_f.splitlines()] == \
+                [ln.split()[-1] for ln in out_k.splitlines()]
+            continue
+        assert [r.get("error") for r in fast] == [r.get("error") for r in keras]
+        _assert_same_top5([r for r in fast if "error" not in r],
+                          [r for r in keras if "error" not in r])
+    assert len(_entries(cache)) == 2  # nothing new was built
+
+
+# ----------------------------------------------------------------- the cache
+@pytest.mark.slow
+def test_a_damaged_cache_entry_is_rebuilt_not_trusted(built_cache, photos, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in _entries(built_cache[0]):
+        (cache / name).write_bytes((built_cache[0] / name).read_bytes())
+    (model_file,) = cache.glob("*.tflite")
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped weight byte: the file still loads
+    model_file.write_bytes(bytes(data))
+    proc = _cli(cache, photos[1], "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == [r for r in built_cache[1] if r["image"] == photos[1]]
+    assert model_file.read_bytes() == (built_cache[0] / model_file.name).read_bytes()
+    assert len(_entries(cache)) == 2  # replaced in place, no temporary files left
+
+    (meta_file,) = cache.glob("*.json")
+    meta_file.write_text("{not json")
+    proc = _cli(cache, photos[1], "--json")
+    assert proc.returncode == 0 and json.loads(meta_file.read_text())["format"] == \
+        fast_predict.FORMAT
+
+
+def test_cache_key_follows_the_bytes_and_only_local_known_forms_qualify(tmp_path):
+    from converters.hf import save_hf
+
+    model = tiny_model(seed=3)
+    save_hf(model, str(tmp_path / "hf"))
+    files = fast_predict.weight_files(str(tmp_path / "hf"))
+    assert [os.path.basename(f) for f in files] == ["config.json", "model.safetensors",
+                                                    "preprocessor_config.json"]
+    key = fast_predict.cache_key(files)
+    assert key == fast_predict.cache_key(files) and len(key) == 64
+    with open(files[1], "r+b") as f:  # same size, one byte different
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    assert fast_predict.cache_key(files) != key
+    model.save(tmp_path / "m.keras")
+    assert fast_predict.weight_files(str(tmp_path / "m.keras")) is None
+    assert fast_predict.weight_files("mobilenet_v1_0.5_160") is None or \
+        os.path.exists(fast_predict.weight_files("mobilenet_v1_0.5_160")[0])
+    assert fast_predict.weight_files(str(tmp_path / "nowhere")) is None
+    (tmp_path / "hf" / "pytorch_model.bin").write_bytes(b"")  # which file would load?
+    assert fast_predict.weight_files(str(tmp_path / "hf")) is None
+
+
+def test_fast_path_on_a_small_hf_directory_matches_keras_and_caches(tmp_path, capsys,
+                                                                    monkeypatch):
+    require_module("ai_edge_litert")
+    from converters.hf import save_hf
+
+    hf = tmp_path / "hf"
+    save_hf(tiny_model(seed=4, image_size=64), str(hf))
+    images = []
+    for i, (h, w) in enumerate(((50, 70), (90, 40), (20, 20))):  # the last one is padded
+        a = np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        images.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(a).save(images[-1])
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(fast_predict.ENV_CACHE, str(cache))
+    monkeypatch.delenv(fast_predict.ENV_SWITCH, raising=False)
+    results = {}
+    for mode, flags in (("keras", ["--no-fast"]), ("cold", []), ("warm", []),
+                        ("slim", ["--preprocessing", "slim"])):
+        assert main(["predict", *images, "--weights", str(hf), "--json", *flags]) == 0
+        results[mode] = json.loads(capsys.readouterr().out)
+        assert len(_entries(cache)) == (0 if mode == "keras" else 2), mode
+    assert results["cold"] == results["warm"]
+    _assert_same_top5(results["warm"], results["keras"])
+    assert results["slim"] != results["keras"]  # slim ran (on the Keras path)
+    monkeypatch.setenv(fast_predict.ENV_SWITCH, "0")
+    assert not fast_predict.enabled() and not fast_predict.enabled(False)
+    assert fast_predict.open_cached(str(hf), "slim") is None
+
+
+# ----------------------------------------------------------------- the same pixels
+@pytest.mark.parametrize("mode", ["model", "crop", "resize"])
+def test_lookup_preprocessing_is_bit_identical_to_the_processor(tmp_path, mode):
+    processor = MobileNetV1ImageProcessor.for_variant(64, mode="resize" if mode == "resize"
+                                                      else "crop")
+    if mode == "model":  # a carried processor with other constants
+        processor = MobileNetV1ImageProcessor(size={"shortest_edge": 72},
+                                              crop_size={"height": 64, "width": 64},
+                                              image_mean=[0.485, 0.456, 0.406],
+                                              image_std=[0.229, 0.224, 0.225],
+                                              rescale_factor=1 / 250)
+    lookup = fast_predict.LookupProcessor(processor)
+    rng = np.random.default_rng(0)
+    sources = [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8),
+               rng.integers(0, 256, (30, 30, 4), dtype=np.uint8),  # RGBA, padded crop
+               rng.integers(0, 256, (70, 50), dtype=np.uint8)]  # grayscale
+    paths = []
+    for i, a in enumerate(sources):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(a).save(paths[-1])
+    for path in paths:
+        want = processor.preprocess_one(path)
+        got = lookup.preprocess_one(path)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), path
+    off = MobileNetV1ImageProcessor(do_rescale=False, do_normalize=False)
+    assert np.array_equal(fast_predict.LookupProcessor(off).preprocess_one(paths[0]),
+                          off.preprocess_one(paths[0]))

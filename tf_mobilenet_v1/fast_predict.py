@@ -1,0 +1,376 @@
+"""The fast path of ``mobilenet-v1 predict``: a cached float32 TFLite model run by LiteRT.
+
+Importing TensorFlow costs about 4 s of a CLI call, the model itself 6-15 ms an image. So when
+``ai-edge-litert`` is installed and the weights are local (a registry name that is bundled or
+already downloaded, or a Hugging Face directory), the first run converts the loaded Keras model
+once (``converters.tflite``, float32) into a cache entry keyed by the SHA-256 of the weights'
+bytes; later runs read that entry and never import TensorFlow or Keras. The pixels come from the
+same numpy / Pillow processor as the Keras path's, so results agree with it to float32 rounding
+(the build checks the converted model against the Keras one before caching it).
+
+Cache: ``$MOBILENET_V1_CACHE``, else ``$XDG_CACHE_HOME/tf_mobilenet_v1``, else
+``~/.cache/tf_mobilenet_v1``; entries ``tflite-<key>.tflite`` + ``tflite-<key>.json`` (the
+JSON, written last, names the model file's SHA-256, so a damaged entry is rebuilt, not trusted).
+Off switch: ``MOBILENET_V1_FAST=0`` or ``mobilenet-v1 predict --no-fast``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .errors import first_line, native_stderr_silenced
+from .outputs import decode_predictions
+
+ENV_SWITCH = "MOBILENET_V1_FAST"
+ENV_CACHE = "MOBILENET_V1_CACHE"
+FORMAT = 1  # bump when the entry's layout or meaning changes: old entries are then ignored
+FAST_PREPROCESSING = ("model", "crop", "resize")  # the numpy processors; "slim" needs TF
+# Build-time check of the converted model against the Keras one (random [-1, 1] input).
+LOGITS_ATOL = 1e-3
+PROBS_ATOL = 1e-5
+HF_FILES = ("config.json", "model.safetensors")
+HF_OPTIONAL = ("preprocessor_config.json",)
+# Other weight files beside model.safetensors would make "which file did the loader read"
+# a question; such a directory takes the Keras path.
+HF_OTHER_WEIGHTS = ("pytorch_model.bin", "model.safetensors.index.json",
+                    "pytorch_model.bin.index.json")
+
+
+def enabled(fast: bool | None = None) -> bool:
+    """Whether to try the fast path: ``fast`` if given, else not ``MOBILENET_V1_FAST=0``, and
+    only with ``ai_edge_litert`` installed."""
+    if fast is None:
+        fast = os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+    if not fast or importlib.util.find_spec("ai_edge_litert") is None:
+        return False
+    try:  # a broken install must not cost a conversion on every run
+        import ai_edge_litert.interpreter  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def cache_dir() -> str:
+    """Where built TFLite models are kept (see the module docstring)."""
+    if os.environ.get(ENV_CACHE):
+        return os.environ[ENV_CACHE]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tf_mobilenet_v1")
+
+
+def weight_files(weights: str) -> list[str] | None:
+    """The files whose bytes make up ``weights``, or ``None`` when the fast path does not take
+    them (not local, or a form it does not know: those run on the Keras path)."""
+    from . import registry
+
+    weights = os.fspath(weights)
+    if not os.path.exists(weights):
+        key = registry.canonical_name(weights)
+        if key is None:
+            return None
+        weights = registry.cached_path(key)  # bundled directory or downloaded tarball
+        if weights is None:
+            return None
+        if os.path.isfile(weights):
+            return [weights]
+    if not os.path.isdir(weights):
+        return None
+    names = set(os.listdir(weights))
+    if not all(n in names for n in HF_FILES) or any(n in names for n in HF_OTHER_WEIGHTS):
+        return None
+    files = [os.path.join(weights, n) for n in (*HF_FILES, *HF_OPTIONAL) if n in names]
+    return files if all(os.path.isfile(f) for f in files) else None
+
+
+def cache_key(files: Sequence[str]) -> str:
+    """SHA-256 over the files' names and bytes (and this format's version)."""
+    from . import __version__
+
+    h = hashlib.sha256(f"tf_mobilenet_v1 {__version__} tflite-cache {FORMAT}\n".encode())
+    for path in files:
+        h.update(f"{os.path.basename(path)}\n".encode())
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            h.update(f"{size}\n".encode())
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _entry_paths(key: str) -> tuple[str, str]:
+    base = os.path.join(cache_dir(), f"tflite-{key}")
+    return base + ".tflite", base + ".json"
+
+
+def _processor(meta: dict, preprocessing: str):
+    """The processor the Keras path would use: ``get_preprocessor(name, image_size, model)``."""
+    from .preprocessing import MobileNetV1ImageProcessor
+
+    if preprocessing == "model":
+        return MobileNetV1ImageProcessor.from_dict(meta["processor"])
+    return MobileNetV1ImageProcessor.for_variant(meta["image_size"], mode=preprocessing)
+
+
+class LookupProcessor:
+    """A :class:`~tf_mobilenet_v1.preprocessing.MobileNetV1ImageProcessor` whose rescale and
+    normalize steps are one table lookup per uint8 value: the same float32 values bit for bit
+    (``normalize_table`` does the processor's float64 rescale and float32 normalize), at a
+    fraction of the cost of the float64 pass over every pixel."""
+
+    def __init__(self, processor):
+        from .preprocessing.processor import normalize_table
+
+        self.processor = processor
+        self.table = normalize_table(processor.rescale_factor if processor.do_rescale else None,
+                                     processor.image_mean if processor.do_normalize else None,
+                                     processor.image_std)
+
+    def output_size(self):
+        return self.processor.output_size()
+
+    def preprocess_one(self, image) -> np.ndarray:
+        # Without rescale and normalize the processor returns its uint8 pixels as float32.
+        raw = self.processor.preprocess_one(image, do_rescale=False, do_normalize=False)
+        pixels = raw.astype(np.uint8)
+        out = np.empty(pixels.shape, np.float32)
+        for c in range(pixels.shape[-1]):
+            np.take(self.table[:, c], pixels[..., c], out=out[..., c])
+        return out
+
+
+class FastClassifier:
+    """A float32 TFLite classifier plus the labels and processor of the weights it came from."""
+
+    def __init__(self, content: bytes, meta: dict, preprocessing: str):
+        self.content, self.meta = content, meta
+        self.id2label = {int(k): v for k, v in meta["id2label"].items()}
+        self.processor = LookupProcessor(_processor(meta, preprocessing))
+        size = int(meta["image_size"])
+        self.size = (size, size)
+        if self.processor.output_size() != self.size:
+            raise ValueError("the processor's output size differs from the model's")
+        self.cores = _cores()
+        self._default = self._interpreter(self.cores)  # checks the signature now
+
+    def _interpreter(self, threads: int):
+        """A new interpreter with ``threads`` threads: ``(interpreter, input, output)``."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            interp = Interpreter(model_content=self.content, num_threads=threads)
+            interp.allocate_tensors()
+        (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+        h, w = self.size
+        n = self.meta["num_labels"]
+        if inp["dtype"] != np.float32 or list(inp["shape"]) != [1, h, w, 3] \
+                or out["dtype"] != np.float32 or list(out["shape"]) != [1, n]:
+            raise ValueError("the cached TFLite model does not have the expected float32 "
+                             f"(1, {h}, {w}, 3) -> (1, {n}) signature")
+        return interp, inp["index"], out["index"]
+
+    def logits(self, pixels: np.ndarray, interpreter=None) -> np.ndarray:
+        """(1, num_labels) logits of one (H, W, 3) float32 image."""
+        interp, inp, out = interpreter or self._default
+        interp.set_tensor(inp, pixels[None])
+        interp.invoke()
+        y = np.array(interp.get_tensor(out))
+        if self.meta["output"] == "probabilities":  # softmax(log p) is p: decode takes logits
+            with np.errstate(divide="ignore"):
+                y = np.log(y.astype(np.float64))
+        return y
+
+    def classify(self, paths: Sequence[str], top_k: int = 5, batch_size: int = 32,
+                 progress=None) -> Iterator[dict]:
+        """As :func:`tf_mobilenet_v1.predict.classify`: one result per path, in order.
+
+        One worker thread per core decodes, preprocesses and classifies whole images with its
+        own single-threaded interpreter (Pillow, numpy and LiteRT release the GIL): on two
+        cores that beats one two-threaded interpreter fed by decoding threads, which leaves
+        the cores idle at every synchronisation. At most a few images are in flight, so memory
+        does not grow with the number of images. ``progress.update`` comes every
+        ``batch_size`` images, as on the Keras path.
+        """
+        from .images import load_pixels
+
+        if top_k < 1 or batch_size < 1:
+            raise ValueError("top_k and batch_size must be at least 1")
+        paths = [os.fspath(p) for p in paths]
+        shape = (*self.size, 3)
+        workers = max(1, min(self.cores, len(paths)))
+        local = threading.local()
+
+        def job(path):
+            x, error = load_pixels(path, self.processor, shape)
+            if error is not None:
+                return None, error
+            if workers == 1:
+                return self.logits(x), None  # all cores on one image
+            if not hasattr(local, "interpreter"):
+                local.interpreter = self._interpreter(1)
+            return self.logits(x, local.interpreter), None
+
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="mobilenet-v1")
+        pending: collections.deque = collections.deque()
+        nxt, done = 0, 0
+        try:
+            while nxt < len(paths) or pending:
+                while nxt < len(paths) and len(pending) < 4 * workers:
+                    pending.append(pool.submit(job, paths[nxt]))
+                    nxt += 1
+                logits, error = pending.popleft().result()
+                path = paths[done]
+                if error is None:
+                    (preds,) = decode_predictions(logits, top_k, self.id2label)
+                    yield {"image": path, "predictions": [
+                        {"index": k, "label": label, "score": score} for k, label, score in preds]}
+                else:
+                    yield {"image": path, "error": error}
+                done += 1
+                if progress is not None and (done % batch_size == 0 or done == len(paths)):
+                    progress.update(done % batch_size or batch_size)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _read_entry(key: str) -> tuple[bytes, dict] | None:
+    """A cache entry's model bytes and metadata, or ``None`` when absent or damaged."""
+    model_path, meta_path = _entry_paths(key)
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        with open(model_path, "rb") as f:
+            content = f.read()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    try:
+        ok = meta["format"] == FORMAT and meta["key"] == key \
+            and meta["tflite_sha256"] == hashlib.sha256(content).hexdigest() \
+            and meta["output"] in ("logits", "probabilities") \
+            and isinstance(meta["id2label"], dict) and isinstance(meta["num_labels"], int)
+    except (KeyError, TypeError):
+        return None
+    return (content, meta) if ok else None
+
+
+def open_cached(weights: str, preprocessing: str) -> FastClassifier | None:
+    """The fast classifier for ``weights`` from the cache, or ``None`` (not eligible, not
+    built yet, or a damaged entry: the caller then loads the Keras model and may build one)."""
+    if preprocessing not in FAST_PREPROCESSING:
+        return None
+    try:
+        files = weight_files(weights)
+        if files is None:
+            return None
+        entry = _read_entry(cache_key(files))
+        if entry is None:
+            return None
+        return FastClassifier(*entry, preprocessing)
+    except Exception:  # noqa: BLE001 - any trouble here means: take the Keras path
+        return None
+
+
+def build(weights: str, model, preprocessing: str) -> FastClassifier | None:
+    """Convert the loaded Keras ``model`` of ``weights`` to TFLite, check it against the Keras
+    model, cache it and return its classifier; ``None`` when the weights or the model do not
+    qualify or the conversion fails (the caller runs the Keras model instead)."""
+    if preprocessing not in FAST_PREPROCESSING:
+        return None
+    try:
+        files = weight_files(weights)
+        if files is None:
+            return None
+        key = cache_key(files)
+        content, meta = _convert(model, key)
+    except Exception:  # noqa: BLE001 - e.g. a model the exporter refuses: the Keras path runs
+        return None
+    try:
+        _write_entry(key, content, meta)
+    except OSError as e:  # a read-only home still gets this run's fast model
+        print(f"mobilenet-v1: warning: cannot cache the TFLite model in {cache_dir()}: "
+              f"{first_line(e)}", file=sys.stderr)
+    try:
+        return FastClassifier(content, meta, preprocessing)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _convert(model, key: str) -> tuple[bytes, dict]:
+    from converters.tflite import convert_tflite
+
+    from .outputs import logits_of
+    from .preprocessing import MobileNetV1ImageProcessor
+
+    config = model.config
+    size = int(config.image_size)
+    processor = MobileNetV1ImageProcessor.for_model(model)
+    if processor.output_size() != (size, size):
+        raise ValueError("the weights' processor does not give model-sized images")
+    # Ask for logits where the exporter offers the choice (its default became probabilities;
+    # both are handled below, as older exporters give logits without the option).
+    params = inspect.signature(convert_tflite).parameters
+    content = convert_tflite(model, quantize="none",
+                             **({"outputs": "logits"} if "outputs" in params else {}))
+    probe = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    want = np.asarray(logits_of(model.predict_on_batch(probe)), np.float64)
+    meta = {"format": FORMAT, "key": key, "image_size": size, "num_labels": int(want.shape[1]),
+            "id2label": {str(k): v for k, v in (config.id2label or {}).items()},
+            "processor": processor.to_dict(),
+            "tflite_sha256": hashlib.sha256(content).hexdigest()}
+    got = _run_once(content, probe).astype(np.float64)
+    if got.shape != want.shape:
+        raise ValueError(f"TFLite output shape {got.shape}, expected {want.shape}")
+    # The exporter's output may be logits or (with a softmax head) probabilities: find out
+    # which, and refuse a model that matches neither.
+    probs = np.exp(want - want.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    if np.max(np.abs(got - want)) < LOGITS_ATOL:
+        meta["output"] = "logits"
+    elif np.max(np.abs(got - probs)) < PROBS_ATOL:
+        meta["output"] = "probabilities"
+    else:
+        raise ValueError("the TFLite model does not reproduce the Keras model's outputs")
+    return content, meta
+
+
+def _run_once(content: bytes, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    with native_stderr_silenced():
+        interp = Interpreter(model_content=content, num_threads=1)
+        interp.allocate_tensors()
+    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    return np.array(interp.get_tensor(out["index"]))
+
+
+def _write_entry(key: str, content: bytes, meta: dict) -> None:
+    """Model file first, metadata last, each atomically: a reader sees a whole entry or none."""
+    from .fileio import atomic_output
+
+    model_path, meta_path = _entry_paths(key)
+    os.makedirs(os.path.dirname(model_path), exist_ok=True)
+    with atomic_output(model_path, force=True, suffix=".tflite") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(content)
+    with atomic_output(meta_path, force=True, suffix=".json") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(meta, f)
