@@ -86,8 +86,10 @@ def _check(report, official, exact_scores=True):
 
 
 @pytest.mark.parametrize("kind", ["float32", "int8"])
-def test_task_library_image_classifier(exports, official, tmp_path, kind):
-    report = run_client("tasklib", exports[kind], tmp_path)
+@pytest.mark.parametrize("client", ["tasklib", "mediapipe"])
+def test_image_classifier(exports, official, tmp_path, client, kind):
+    """The Task Library's and MediaPipe Tasks' ImageClassifier on our exports."""
+    report = run_client(client, exports[kind], tmp_path)
     _check(report, official, exact_scores=kind == "float32")
     print(json.dumps(report["results"]))
 
@@ -110,13 +112,6 @@ def test_task_library_metadata_displayer_reads_our_metadata(exports, tmp_path):
     assert norm["options"] == {"mean": [127.5], "std": [127.5]}
     (out,) = meta["subgraph_metadata"][0]["output_tensor_metadata"]
     assert out["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
-
-
-@pytest.mark.parametrize("kind", ["float32", "int8"])
-def test_mediapipe_image_classifier(exports, official, tmp_path, kind):
-    report = run_client("mediapipe", exports[kind], tmp_path)
-    _check(report, official, exact_scores=kind == "float32")
-    print(json.dumps(report["results"]))
 
 
 def test_missing_venv_fails_with_the_fix(monkeypatch, tmp_path):

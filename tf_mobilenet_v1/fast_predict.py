@@ -270,16 +270,20 @@ def _read_entry(key: str) -> tuple[bytes, dict] | None:
     return (content, meta) if ok else None
 
 
+def _eligible_key(weights: str, preprocessing: str) -> str | None:
+    """The cache key of ``weights``, or ``None`` when they or the preprocessing do not qualify."""
+    if preprocessing not in FAST_PREPROCESSING:
+        return None
+    files = weight_files(weights)
+    return None if files is None else cache_key(files)
+
+
 def open_cached(weights: str, preprocessing: str) -> FastClassifier | None:
     """The fast classifier for ``weights`` from the cache, or ``None`` (not eligible, not
     built yet, or a damaged entry: the caller then loads the Keras model and may build one)."""
-    if preprocessing not in FAST_PREPROCESSING:
-        return None
     try:
-        files = weight_files(weights)
-        if files is None:
-            return None
-        entry = _read_entry(cache_key(files))
+        key = _eligible_key(weights, preprocessing)
+        entry = None if key is None else _read_entry(key)
         if entry is None:
             return None
         return FastClassifier(*entry, preprocessing)
@@ -291,13 +295,10 @@ def build(weights: str, model, preprocessing: str) -> FastClassifier | None:
     """Convert the loaded Keras ``model`` of ``weights`` to TFLite, check it against the Keras
     model, cache it and return its classifier; ``None`` when the weights or the model do not
     qualify or the conversion fails (the caller runs the Keras model instead)."""
-    if preprocessing not in FAST_PREPROCESSING:
-        return None
     try:
-        files = weight_files(weights)
-        if files is None:
+        key = _eligible_key(weights, preprocessing)
+        if key is None:
             return None
-        key = cache_key(files)
         content, meta = _convert(model, key)
     except Exception:  # noqa: BLE001 - e.g. a model the exporter refuses: the Keras path runs
         return None

@@ -198,6 +198,8 @@ def atomic_outputs(dsts, force: bool = False, directory: bool = False,
     ``.data``): all are written in one temporary directory and replace the old ones as a unit;
     if any move fails, the ones already moved are put back."""
     dsts = [check_writable(d, force) for d in dsts]
+    if directory and len(dsts) != 1:
+        raise ValueError("a directory output is written alone")
     suffixes = suffixes or [""] * len(dsts)
     for dst in dsts:
         if not directory and os.path.isdir(dst) and not os.path.islink(dst):
@@ -210,11 +212,8 @@ def atomic_outputs(dsts, force: bool = False, directory: bool = False,
         tmp_dir = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
     except OSError as e:
         raise OSError(e.errno, f"cannot write {dsts[0]}: {e.strerror} in {parent}") from None
-    if directory:
-        tmps = [tmp_dir] if len(dsts) == 1 else [os.path.join(tmp_dir, str(i))
-                                                  for i in range(len(dsts))]
-    else:
-        tmps = [os.path.join(tmp_dir, f"out{i}{sfx}") for i, sfx in enumerate(suffixes)]
+    tmps = [tmp_dir] if directory else [os.path.join(tmp_dir, f"out{i}{sfx}")
+                                        for i, sfx in enumerate(suffixes)]
     committed = False
     try:
         try:
