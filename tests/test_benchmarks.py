@@ -152,4 +152,8 @@ def test_folder_run_measures_the_fast_cli_against_the_keras_one(folder_bench):
     agree = result["agreement_vs_ours_keras"]["ours_fast"]
     assert agree["images"] == 10 and agree["top5_same"] == 10
     assert agree["max_score_diff"] < 1e-4
-    assert "ours_fast vs float32 floor (>= 0.7x)" in folder_bench.format_report(result)
+    b = rows["ours_fast"]["breakdown"]  # where the time goes, measured in the same run
+    assert b["prep_ms"] > 0 and b["model_ips"] > 0 and b["start_s"] > 0 and b["cores"] >= 1
+    report = folder_bench.format_report(result)
+    assert "ours_fast vs float32 floor (>= 0.7x)" in report
+    assert f"{b['model_ips']:.0f} img/s" in report and "decode + preprocess" in report

