@@ -85,7 +85,17 @@ def test_classify_same_results_for_any_batch_size(tiny, tmp_path):
     bad.write_text("nope")
     paths.insert(2, str(bad))
     runs = [list(classify(paths, model, top_k=3, batch_size=b)) for b in (1, 3, 32)]
-    assert runs[0] == runs[1] == runs[2]
+    # oneDNN / Eigen pick kernels by batch size and CPU features (no AVX-512: scores differ
+    # around 1e-11), so labels and order are equal and scores within 1e-6.
+    for run in runs[1:]:
+        assert [r.get("error") for r in run] == [r.get("error") for r in runs[0]]
+        for got, want in zip(run, runs[0], strict=True):
+            if "error" in want:
+                continue
+            assert [(p["index"], p["label"]) for p in got["predictions"]] == \
+                [(p["index"], p["label"]) for p in want["predictions"]]
+            np.testing.assert_allclose([p["score"] for p in got["predictions"]],
+                                       [p["score"] for p in want["predictions"]], atol=1e-6)
     assert "error" in runs[0][2] and all("predictions" in r for i, r in enumerate(runs[0])
                                          if i != 2)
 
