@@ -1,5 +1,5 @@
-"""Helpers for the hardening tests: run the CLI in a child process under resource limits and
-read back its one-line error, exit status and peak memory."""
+"""Child-process helpers, for tests where a process is the point: the CLI under resource
+limits (``run_process``, ``run_cli_many``) and the peak memory of a load."""
 
 from __future__ import annotations
 
@@ -8,31 +8,8 @@ import resource
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 
-# TensorFlow's start-up notices go to stderr before our code runs; they are not ours to judge.
-_NATIVE_NOISE = ("WARNING: All log messages", "I0000", "W0000", "E0000", "To enable the")
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def errors(self) -> list[str]:
-        """stderr lines that the program itself wrote."""
-        return [line for line in self.stderr.splitlines()
-                if line.strip() and not line.startswith(_NATIVE_NOISE)]
-
-    def one_line_error(self) -> str:
-        """Assert a clean failure (exit 1, no traceback, one line) and return that line."""
-        assert self.returncode == 1, (self.returncode, self.stderr[-2000:])
-        assert "Traceback" not in self.stderr, self.stderr[-2000:]
-        assert len(self.errors) == 1, self.errors
-        return self.errors[0]
-
+from conftest import Run
 
 _MANY = """
 import contextlib, io, json, resource, signal, sys
@@ -69,10 +46,11 @@ def child_env(**extra) -> dict:
     return env
 
 
-def run_cli(*args, file_size_limit: int | None = None, timeout: float = 300,
-            cwd=None, **env) -> Run:
-    """``python -m tf_mobilenet_v1 ARGS``; ``file_size_limit`` makes every write past that many
-    bytes fail with EFBIG, as a full disk does, without needing a small file system."""
+def run_process(*args, file_size_limit: int | None = None, timeout: float = 300,
+                cwd=None, **env) -> Run:
+    """``python -m tf_mobilenet_v1 ARGS`` in a child process, where a process is the point.
+    ``file_size_limit`` makes every write past that many bytes fail with EFBIG, as a full disk
+    does, without needing a small file system."""
     def limit():
         if file_size_limit is not None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -20,7 +20,7 @@ from conftest import require_module, tiny_model
 
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backends]
 SIZE = 64
 
 SCRIPT = textwrap.dedent("""

@@ -127,6 +127,7 @@ def test_folder_targets_report_and_agreement(folder_bench):
                                                  "max_score_diff": pytest.approx(0.05)}
 
 
+@pytest.mark.onnx  # it hides one of the [onnx] packages, so it needs them installed
 def test_folder_reports_a_missing_onnx_runtime_with_how_to_install(folder_bench, tmp_path,
                                                                    monkeypatch):
     import importlib.util as util

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fixture_path, require_module, tiny_model
+from conftest import cli, fixture_path, require_module, tiny_model
 from PIL import Image
 
 from tf_mobilenet_v1 import predict as predict_mod
-from tf_mobilenet_v1.cli import build_parser, main
+from tf_mobilenet_v1.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
@@ -35,10 +35,9 @@ def _image(path, seed=0):
     return str(path)
 
 
-def _predict(capsys, *args):
-    rc = main(["predict", *map(str, args)])
-    out, err = capsys.readouterr()
-    return rc, out, err
+def _predict(*args):
+    run = cli("predict", *args)
+    return run.returncode, run.stdout, run.stderr
 
 
 # ----------------------------------------------------------------- paths first
@@ -48,10 +47,10 @@ def test_missing_paths_fail_before_any_weights_load(tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(predict_mod, "_load_model", no_load)
     typo = tmp_path / "cta.jpg"
-    rc, out, err = _predict(capsys, typo)
+    rc, out, err = _predict(typo)
     assert rc == 1 and out == ""
     assert err.count(str(typo)) == 1 and "no such file" in err
-    rc, out, err = _predict(capsys, typo, "--json")
+    rc, out, err = _predict(typo, "--json")
     assert rc == 1 and json.loads(out) == [
         {"image": str(typo), "error": f"cannot read image {typo}: no such file"}]
 
@@ -62,7 +61,7 @@ def test_each_bad_image_is_reported_once(weights, tmp_path, capsys):
     bad.write_bytes(b"\x89PNG not really")
     missing = tmp_path / "gone.png"
     for fmt in ((), ("--json",), ("--jsonl",)):
-        rc, out, err = _predict(capsys, good, bad, missing, "--weights", weights, *fmt)
+        rc, out, err = _predict(good, bad, missing, "--weights", weights, *fmt)
         assert rc == 1
         assert err.count(str(bad)) == 1 and err.count(str(missing)) == 1, fmt
         assert "2 of 3 images could not be classified" in err
@@ -82,7 +81,7 @@ def test_json_stdout_is_only_json_even_when_loading_prints(weights, tmp_path, ca
         return load_any(path, **kwargs)
 
     monkeypatch.setattr(dispatch, "load_any", chatty)
-    rc, out, err = _predict(capsys, _image(tmp_path / "a.png"), "--weights", weights, "--json")
+    rc, out, err = _predict(_image(tmp_path / "a.png"), "--weights", weights, "--json")
     assert rc == 0
     assert [r["image"] for r in json.loads(out)] == [str(tmp_path / "a.png")]
     assert "Downloading data" in err
@@ -91,7 +90,7 @@ def test_json_stdout_is_only_json_even_when_loading_prints(weights, tmp_path, ca
 def test_jsonl_streams_and_an_interrupted_run_keeps_what_it_finished(weights, tmp_path,
                                                                      capsys, monkeypatch):
     paths = [_image(tmp_path / f"{i}.png", seed=i) for i in range(4)]
-    rc, out, _ = _predict(capsys, *paths, "--weights", weights, "--jsonl", "--batch-size", "1")
+    rc, out, _ = _predict(*paths, "--weights", weights, "--jsonl", "--batch-size", "1")
     lines = [json.loads(line) for line in out.splitlines()]
     assert rc == 0 and [r["image"] for r in lines] == paths
     assert all(len(r["predictions"]) == 5 for r in lines)
@@ -105,7 +104,7 @@ def test_jsonl_streams_and_an_interrupted_run_keeps_what_it_finished(weights, tm
             yield result
 
     monkeypatch.setattr(predict_mod, "classify", interrupted)
-    rc, out, err = _predict(capsys, *paths, "--weights", weights, "--jsonl", "--batch-size", "1")
+    rc, out, err = _predict(*paths, "--weights", weights, "--jsonl", "--batch-size", "1")
     assert rc == 130 and "interrupted" in err
     assert [json.loads(line) for line in out.splitlines()] == lines[:2]
 
@@ -185,24 +184,24 @@ def test_tflite_runs_without_the_xnnpack_notice():
 # ----------------------------------------------------------------- info
 def test_info_shows_published_accuracy_url_and_cache_state(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    assert main(["info", "mobilenet_v1_1.0_224"]) == 0
+    assert cli("info", "mobilenet_v1_1.0_224").returncode == 0
     out = capsys.readouterr().out
     assert "70.9% / 89.9% (published)" in out and "float32" in out
     assert "mobilenet_v1_2018_08_02/mobilenet_v1_1.0_224.tgz" in out
     assert "bundled with the package" in out
-    assert main(["info", "mobilenet_v1_0.25_128_quant"]) == 0
+    assert cli("info", "mobilenet_v1_0.25_128_quant").returncode == 0
     out = capsys.readouterr().out
     assert out.startswith("mobilenet_v1_0.25_128_quant\n")
     assert "8-bit, quantization-aware trained" in out and "not downloaded yet" in out
     cached = tmp_path / "tf_mobilenet_v1" / "mobilenet_v1_0.25_128_quant.tgz"
     cached.parent.mkdir()
     cached.write_bytes(b"x")
-    assert main(["info", "mobilenet_v1_0.25_128_quant"]) == 0
+    assert cli("info", "mobilenet_v1_0.25_128_quant").returncode == 0
     assert f"cached ({cached})" in capsys.readouterr().out
 
 
 def test_info_rejects_a_variant_that_was_never_published(capsys):
-    assert main(["info", "mobilenet_v1_0.75_193"]) == 1
+    assert cli("info", "mobilenet_v1_0.75_193").returncode == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("mobilenet-v1: error: unknown variant 'mobilenet_v1_0.75_193'")
     assert "mobilenet_v1_0.75_192" in err and "\n" not in err
@@ -214,10 +213,10 @@ def test_convert_directory_names_with_dots(weights, tmp_path, capsys):
 
     mask = os.umask(0o022)
     try:
-        assert main(["convert", weights, str(tmp_path / "mobilenet.v1") + "/"]) == 0
+        assert cli("convert", weights, str(tmp_path / "mobilenet.v1") + "/").returncode == 0
         existing = tmp_path / "exists.v2"
         existing.mkdir()
-        assert main(["convert", weights, str(existing), "--force"]) == 0
+        assert cli("convert", weights, str(existing), "--force").returncode == 0
     finally:
         os.umask(mask)
     capsys.readouterr()
@@ -227,14 +226,14 @@ def test_convert_directory_names_with_dots(weights, tmp_path, capsys):
         for name in os.listdir(d):  # every file of the directory, not just some
             assert stat.S_IMODE(os.stat(d / name).st_mode) == 0o644, name
         assert load_file(d / "model.safetensors")
-    assert main(["convert", weights, str(tmp_path / "new.v3")]) == 1
+    assert cli("convert", weights, str(tmp_path / "new.v3")).returncode == 1
     err = capsys.readouterr().err
     assert "cannot tell the output format" in err and f"{tmp_path / 'new.v3'}/" in err
     assert not (tmp_path / "new.v3").exists()
 
 
 def test_convert_to_tflite_points_to_export(weights, tmp_path, capsys):
-    assert main(["convert", weights, str(tmp_path / "m.tflite")]) == 1
+    assert cli("convert", weights, str(tmp_path / "m.tflite")).returncode == 1
     err = capsys.readouterr().err
     assert "mobilenet-v1 export" in err and not (tmp_path / "m.tflite").exists()
 
@@ -296,7 +295,7 @@ def test_cli_and_transformers_pipeline_agree_on_the_top5(capsys):
 
     bundled = registry.bundled_path("mobilenet_v1_1.0_224")
     photos = [str(fixture_path("images", name)) for name in PHOTOS]
-    rc, out, err = _predict(capsys, *photos, "--json")
+    rc, out, err = _predict(*photos, "--json")
     assert rc == 0, err
     ours = {r["image"]: r["predictions"] for r in json.loads(out)}
     pipe = transformers.pipeline("image-classification", model=bundled, device="cpu")
@@ -317,7 +316,7 @@ def test_cli_and_saved_model_bytes_signature_agree_on_the_top5(tmp_path, capsys)
     from tf_mobilenet_v1 import MobileNetV1ForImageClassification
 
     photos = [str(fixture_path("images", name)) for name in PHOTOS]
-    rc, out, err = _predict(capsys, *photos, "--json")
+    rc, out, err = _predict(*photos, "--json")
     assert rc == 0, err
     ours = {r["image"]: [p["index"] for p in r["predictions"]] for r in json.loads(out)}
     model = MobileNetV1ForImageClassification.from_pretrained("mobilenet_v1_1.0_224")

@@ -5,12 +5,17 @@ import os
 
 import numpy as np
 import pytest
-from conftest import fixture_path, require_module, tiny_model
+from conftest import cli, fixture_path, require_module, tiny_model
 
-require_module("tf2onnx")
-require_module("onnxruntime")
+from converters.onnx_export import export_onnx, run_onnx
 
-from converters.onnx_export import export_onnx, run_onnx  # noqa: E402
+pytestmark = pytest.mark.onnx
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _onnx_installed():
+    require_module("tf2onnx")
+    require_module("onnxruntime")
 
 SIZE = 64
 
@@ -57,11 +62,10 @@ def test_feature_vector(tiny, tmp_path):
 
 def test_cli_and_refusals(tiny, tmp_path, monkeypatch, capsys):
     from converters.export import default_output, export
-    from tf_mobilenet_v1.cli import main
 
     monkeypatch.chdir(tmp_path)
     tiny.save("tiny.keras")
-    assert main(["export", "tiny.keras", "--format", "onnx"]) == 0
+    assert cli("export", "tiny.keras", "--format", "onnx").returncode == 0
     out = capsys.readouterr().out
     assert default_output("mobilenet_v1_0.25_64", "onnx") in out
     assert "input:  pixel_values float32['batch', 64, 64, 3]" in out

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import fixture_path, randomize, tiny_model
+from conftest import cli, fixture_path, randomize, tiny_model
 from PIL import Image
 
 from converters import saved_model as sm
@@ -100,6 +100,7 @@ def test_signatures(exported):
         assert outs["logits"] == ("float32", (None, 1001))
 
 
+@pytest.mark.slow  # a fresh process or a training run: seconds, not milliseconds
 def test_fresh_process_matches_keras(tiny, exported, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
@@ -159,7 +160,6 @@ def test_bad_options(tiny, tmp_path, kwargs, match):
 
 
 def test_export_default_path_and_cli(tiny, tmp_path, monkeypatch, capsys):
-    from tf_mobilenet_v1.cli import main
 
     monkeypatch.chdir(tmp_path)
     out = export(tiny, format="saved_model")
@@ -170,7 +170,7 @@ def test_export_default_path_and_cli(tiny, tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="TFLite only"):
         export(tiny, "x", format="saved_model", quantize="float16")
     tiny.save(tmp_path / "tiny.keras")
-    assert main(["export", "tiny.keras", out, "--format", "saved_model"]) == 1
+    assert cli("export", "tiny.keras", out, "--format", "saved_model").returncode == 1
     assert "already exists" in capsys.readouterr().err
 
 

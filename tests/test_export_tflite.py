@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import fixture_path, require_module, tiny_model
+from conftest import cli, fixture_path, require_module, tiny_model
 
 from converters import tflite as tfl
 from converters.export import default_output, export
@@ -64,8 +64,8 @@ def _run_float_io(path, x):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return _tiny()
+def tiny(tiny64):
+    return tiny64
 
 
 def _softmax(z):
@@ -75,21 +75,8 @@ def _softmax(z):
 
 
 @pytest.fixture(scope="module")
-def exported(tiny, tmp_path_factory):
-    """The tiny model in each weight mode with logits outputs (int8 calibrated on random
-    inputs), and the default-output (probabilities) float32 and int8 models."""
-    root = tmp_path_factory.mktemp("tflite")
-    calib = _inputs(16, seed=1)
-    paths = {}
-    for mode in ("none", "float16", "dynamic", "int8"):
-        paths[mode] = tfl.export_tflite(
-            tiny, root / tfl.default_tflite_name(mode, outputs="logits"), outputs="logits",
-            quantize=mode, calibration_images=calib if mode == "int8" else None)
-        if mode in ("none", "int8"):
-            paths[f"{mode}_probs"] = tfl.export_tflite(
-                tiny, root / tfl.default_tflite_name(mode),
-                quantize=mode, calibration_images=calib if mode == "int8" else None)
-    return paths
+def exported(tiny64_tflite):
+    return tiny64_tflite
 
 
 # ----- float32: exact, lean graph, GPU-friendly -----
@@ -187,7 +174,7 @@ def test_tf_padding_false_keeps_pads_and_stays_exact_and_gpu_compatible(tmp_path
 # ----- quantized modes -----
 
 def test_quantized_sizes_and_agreement(tiny, exported):
-    size = {m: os.path.getsize(p) for m, p in exported.items()}
+    size = {m: os.path.getsize(exported[m]) for m in ("none", "float16", "dynamic", "int8")}
     assert 0.45 < size["float16"] / size["none"] < 0.55
     assert 0.2 < size["dynamic"] / size["none"] < 0.35
     assert 0.2 < size["int8"] / size["none"] < 0.35
@@ -372,11 +359,7 @@ def test_backbone_is_refused(tmp_path):
 
 # ----- export() and the CLI -----
 
-def test_export_default_path_summary_and_force(tiny, tmp_path, monkeypatch, capsys):
-    from tf_mobilenet_v1.cli import main
-
-    keras_file = tmp_path / "tiny.keras"
-    tiny.save(keras_file)
+def test_export_default_path_and_summary(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = export(tiny, quantize="float16")
     assert out == default_output("mobilenet_v1_0.25_64", "tflite", "float16")
@@ -388,23 +371,28 @@ def test_export_default_path_summary_and_force(tiny, tmp_path, monkeypatch, caps
     assert "metadata: 'MobileNet V1 image classifier (mobilenet_v1_0.25_64)'" in summary
     assert "mean [127.5] std [127.5], packed: labels.txt" in summary
 
-    assert main(["export", str(keras_file), "model.tflite"]) == 0
+
+def test_cli_export_force_options_and_refusals(tiny, tmp_path, monkeypatch, capsys):
+    keras_file = tmp_path / "tiny.keras"
+    tiny.save(keras_file)
+    monkeypatch.chdir(tmp_path)
+    assert cli("export", str(keras_file), "model.tflite").returncode == 0
     assert "wrote model.tflite" in capsys.readouterr().out
-    assert main(["export", str(keras_file), "model.tflite"]) == 1
+    assert cli("export", str(keras_file), "model.tflite").returncode == 1
     assert "already exists" in capsys.readouterr().err
-    assert main(["export", str(keras_file), "model.tflite", "--force"]) == 0
-    assert main(["export", str(keras_file), "x.tflite", "--quantize", "int8"]) == 1
+    assert cli("export", str(keras_file), "model.tflite", "--force").returncode == 0
+    assert cli("export", str(keras_file), "x.tflite", "--quantize", "int8").returncode == 1
     assert "calibration" in capsys.readouterr().err
     assert not os.path.exists("x.tflite")
 
-    assert main(["export", str(keras_file), "--outputs", "logits", "--dynamic-batch"]) == 0
+    assert cli("export", str(keras_file), "--outputs", "logits", "--dynamic-batch").returncode == 0
     summary = capsys.readouterr().out
     assert "model_float32_logits.tflite" in summary and "output:  logits float32" in summary
-    assert main(["export", str(keras_file), "--task", "feature-vector"]) == 0
+    assert cli("export", str(keras_file), "--task", "feature-vector").returncode == 0
     summary = capsys.readouterr().out
     assert "feature_vector_float32.tflite" in summary and "features float32[1, 256]" in summary
-    assert main(["export", str(keras_file), "y.tflite", "--task", "feature-vector",
-                 "--outputs", "logits"]) == 1
+    assert cli("export", keras_file, "y.tflite", "--task", "feature-vector",
+               "--outputs", "logits").returncode == 1
     assert "--outputs applies to classifiers" in capsys.readouterr().err
     assert not os.path.exists("y.tflite")
 

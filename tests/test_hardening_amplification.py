@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import fixture_path, tiny_model
-from hostile import child_env, peak_load_mib, run_cli
+from conftest import cli, fixture_path, tiny_model
+from hostile import child_env, peak_load_mib
 
 from tf_mobilenet_v1.fileio import MAX_WEIGHTS_BYTES
 
@@ -105,7 +105,7 @@ def test_many_large_shards_are_refused_before_reading(tmp_path, baseline_mib):
 def test_endless_streams_as_weights(tmp_path, target, name):
     link = tmp_path / name
     link.symlink_to(target)
-    line = run_cli("info", link, timeout=60).one_line_error()
+    line = cli("info", link).one_line_error()
     assert "character device, not a regular file" in line
 
 
@@ -113,14 +113,14 @@ def test_fifo_as_weights_does_not_hang(tmp_path):
     fifo = tmp_path / "weights.safetensors"
     os.mkfifo(fifo)
     image = fixture_path("images", "burger.jpg")
-    line = run_cli("predict", "--weights", fifo, image, timeout=60).one_line_error()
+    line = cli("predict", "--weights", fifo, image).one_line_error()
     assert "named pipe (FIFO)" in line
 
 
 def test_fifo_among_images_is_skipped_with_a_reason(tmp_path):
     os.symlink(fixture_path("images", "burger.jpg"), tmp_path / "a.jpg")
     os.mkfifo(tmp_path / "b.jpg")
-    run = run_cli("predict", "--jsonl", tmp_path, os.fspath(tmp_path / "b.jpg"), timeout=120)
+    run = cli("predict", "--jsonl", tmp_path, os.fspath(tmp_path / "b.jpg"))
     assert run.returncode == 1 and "Traceback" not in run.stderr
     lines = [json.loads(x) for x in run.stdout.splitlines()]
     assert lines[0]["predictions"][0]["label"] == "cheeseburger"
@@ -136,22 +136,21 @@ def test_config_asking_for_8192_pixels_is_refused(tmp_path):
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     config["image_size"] = 8192
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
-    line = run_cli("predict", "--weights", out, fixture_path("images", "burger.jpg"),
-                   timeout=120).one_line_error()
+    line = cli("predict", "--weights", out, fixture_path("images", "burger.jpg")).one_line_error()
     assert "image_size must be an integer in [32, 2048], got 8192" in line
 
 
 def test_out_of_memory_is_one_line(monkeypatch, capsys):
     import tensorflow as tf
 
-    from tf_mobilenet_v1 import cli, predict
+    from tf_mobilenet_v1 import predict
 
     def exhausted(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with "
                                                "shape[32,4096,4096,32]\nmore detail")
 
     monkeypatch.setattr(predict, "run_predict", exhausted)
-    assert cli.main(["predict", os.fspath(fixture_path("images", "burger.jpg"))]) == 1
+    assert cli("predict", fixture_path("images", "burger.jpg")).returncode == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["mobilenet-v1: error: out of memory; use a smaller --batch-size or image "
                    "size, or close other programs (OOM when allocating tensor with "

@@ -10,8 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import fixture_path, tiny_model
-from hostile import run_cli
+from conftest import cli, fixture_path, tiny_model
 
 from converters.hf import save_hf
 from tf_mobilenet_v1 import MobileNetV1ImageProcessor
@@ -29,7 +28,7 @@ def _safetensors(path, dtype: str, nbytes: int = 4):
 def test_safetensors_of_an_unusual_dtype(tmp_path, dtype):
     path = tmp_path / "odd.safetensors"
     _safetensors(path, dtype)
-    line = run_cli("info", path, timeout=120).one_line_error()
+    line = cli("info", path).one_line_error()
     assert f"entry 'w' is dtype {dtype}, which MobileNet V1 weights never are" in line
 
 
@@ -54,7 +53,7 @@ def test_bin_with_float8_quantized_or_sparse_tensors(tmp_path, kind):
     torch = require_module("torch")
     path = tmp_path / "odd.bin"
     torch.save({"w": _odd_torch_tensors()[kind]}, path)
-    line = run_cli("info", path, timeout=120).one_line_error()
+    line = cli("info", path).one_line_error()
     what = f"a {kind} tensor" if kind.startswith("sparse") else f"dtype {kind}"
     assert f"entry 'w' is {what}, which MobileNet V1 weights never are" in line
 
@@ -69,8 +68,7 @@ def test_keras_files_with_non_finite_weights_are_refused(tmp_path, bad, form):
     w.assign(value)
     path = tmp_path / f"diverged_0.25_32{form}"
     model.save(path) if form == ".keras" else model.save_weights(path)
-    line = run_cli("predict", "--weights", path, fixture_path("images", "burger.jpg"),
-                   timeout=120).one_line_error()
+    line = cli("predict", "--weights", path, fixture_path("images", "burger.jpg")).one_line_error()
     assert "holds NaN or infinite values in Conv2d_3_pointwise/conv/kernel" in line
     with pytest.raises(ValueError, match="NaN or infinite"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a bare .weights.h5 does not know its image size
@@ -94,7 +92,7 @@ def test_fifo_config_json_is_an_error(hf_dir):
     config = os.path.join(hf_dir, "config.json")
     os.remove(config)
     os.mkfifo(config)
-    line = run_cli("info", hf_dir, timeout=60).one_line_error()
+    line = cli("info", hf_dir).one_line_error()
     assert "config.json is a named pipe (FIFO), not a regular file" in line
 
 
@@ -106,7 +104,7 @@ def test_hostile_json_errors_name_the_file(hf_dir, text, reason):
     config = os.path.join(hf_dir, "config.json")
     with open(config, "w") as f:
         f.write(text)
-    line = run_cli("info", hf_dir, timeout=60).one_line_error()
+    line = cli("info", hf_dir).one_line_error()
     assert f"cannot read config {config}: " in line and reason in line
 
 

@@ -20,21 +20,19 @@ import struct
 import tarfile
 import time
 import tracemalloc
-import warnings
 import zipfile
 import zlib
 
 import keras
 import numpy as np
 import pytest
-from conftest import require_module, tiny_model
+from conftest import cli, require_module, tiny_model
 from PIL import Image
 from test_hardening_inputs import Tally, check_clean
 
 from converters import hf
 from converters.slim import save_slim_checkpoint
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model
-from tf_mobilenet_v1.cli import main
 from tf_mobilenet_v1.loaders import hf as hf_loader
 from tf_mobilenet_v1.loaders import tarball
 from tf_mobilenet_v1.loaders.dispatch import load_any
@@ -87,12 +85,9 @@ def _tree(root) -> dict[str, tuple | str]:
     return out
 
 
-def _cli(capsys, *args) -> tuple[int, str]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rc = main([str(a) for a in args])
-    err = capsys.readouterr().err
-    return rc, err
+def _cli(*args) -> tuple[int, str]:
+    run = cli(*args)
+    return run.returncode, run.stderr
 
 
 # ----------------------------------------------------------------- pickles that run code
@@ -150,6 +145,7 @@ def torch_sd(torch, tiny):
     return {k: torch.from_numpy(v) for k, v in hf.keras_to_state_dict(tiny).items()}
 
 
+@pytest.mark.interop
 def test_payloads_are_live(tmp_path, torch):
     """Control: each payload really runs its code when unpickled without weights_only."""
     for name, data in _payloads(torch, tmp_path / "marker", {}).items():
@@ -160,6 +156,7 @@ def test_payloads_are_live(tmp_path, torch):
         (tmp_path / "marker").unlink()
 
 
+@pytest.mark.interop
 def test_malicious_bin_is_refused_everywhere(tmp_path, torch, torch_sd, capsys):
     marker = tmp_path / "marker"
     for name, data in _payloads(torch, marker, torch_sd).items():
@@ -172,14 +169,15 @@ def test_malicious_bin_is_refused_everywhere(tmp_path, torch, torch_sd, capsys):
         TALLY.bad(lambda p=path: load_any(str(p)), str(path))
         TALLY.bad(lambda c=case: load_any(str(c)), str(case))  # as an HF directory
         TALLY.bad(lambda p=path: MobileNetV1Model.from_pretrained(str(p)), str(path))
-        rc, err = _cli(capsys, "convert", path, tmp_path / "out.keras")
+        rc, err = _cli("convert", path, tmp_path / "out.keras")
         assert rc == 1 and str(path) in err and len(err.strip().splitlines()) == 1
-        rc, err = _cli(capsys, "predict", path, "--weights", path)
+        rc, err = _cli("predict", path, "--weights", path)
         assert rc == 1 and str(path) in err
         assert not marker.exists(), f"{name}: the payload ran"
         assert not (tmp_path / "out.keras").exists()
 
 
+@pytest.mark.interop
 def test_sharded_index_cannot_point_outside(tmp_path, good, torch, torch_sd):
     """An index naming ``../x`` or an absolute path is refused before that file is read."""
     marker = tmp_path / "marker"
@@ -207,7 +205,7 @@ def test_keras_lambda_is_never_deserialized(tmp_path, capsys):
     TALLY.bad(lambda: load_any(str(tmp_path / "evil.keras")), str(tmp_path / "evil.keras"))
     TALLY.bad(lambda: MobileNetV1ForImageClassification.from_pretrained(
         str(tmp_path / "evil.keras")), str(tmp_path / "evil.keras"))
-    rc, err = _cli(capsys, "convert", tmp_path / "evil.keras", tmp_path / "out.safetensors")
+    rc, err = _cli("convert", tmp_path / "evil.keras", tmp_path / "out.safetensors")
     assert rc == 1 and "not a MobileNet V1 model" in err
     assert not marker.exists()
     # Control: Keras itself, with its safe mode off, would have run the code.
@@ -388,7 +386,7 @@ def test_tarballs_never_write_outside(scratch, good, capsys):
         else:
             TALLY.bad(lambda p=path: load_any(p), path)
         assert _tree(scratch.parent) == before, f"{name} wrote something"
-    rc, err = _cli(capsys, "convert", cases["symlink_dir"][0], scratch / "out.keras")
+    rc, err = _cli("convert", cases["symlink_dir"][0], scratch / "out.keras")
     assert rc == 0 and (scratch / "out.keras").exists()
     assert os.listdir(outside) == [] and os.listdir(scratch / "tmp") == []
     assert not (scratch.parent / "escaped.ckpt.index").exists()
@@ -476,7 +474,7 @@ def test_bombs_in_predict_are_reported_and_the_rest_classified(good, tmp_path, c
     (d / "bomb.png").write_bytes(_png_header(10_000, 9_000))
     Image.fromarray(np.zeros((1, 400_000, 3), np.uint8)).save(d / "strip.png")
     Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(d / "ok.png")
-    rc, err = _cli(capsys, "predict", d, "--weights", good / "m.keras", "--json",
+    rc, err = _cli("predict", d, "--weights", good / "m.keras", "--json",
                    "--preprocessing", "crop")
     assert rc == 1
     assert "bomb.png" in err and "decompression-bomb" in err

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import randomize, tiny_model
+from conftest import cli, randomize, tiny_model
 
 from converters import hf
 from tf_mobilenet_v1 import (
@@ -451,22 +451,21 @@ def test_corrupt_safetensors_is_a_value_error(tmp_path):
 
 # ----- command line -----
 def test_cli_convert_keras_to_hf_and_back(tmp_path, clf, capsys):
-    from tf_mobilenet_v1.cli import main
 
     src = tmp_path / "model.keras"
     clf.save(src)
     hf_dir = tmp_path / "hf_dir"
-    assert main(["convert", str(src), str(hf_dir) + os.sep]) == 0
+    assert cli("convert", str(src), str(hf_dir) + os.sep).returncode == 0
     assert (hf_dir / "model.safetensors").is_file()
     back = tmp_path / "back.keras"
-    assert main(["convert", str(hf_dir), str(back)]) == 0
+    assert cli("convert", str(hf_dir), str(back)).returncode == 0
     import keras
 
     assert_same_weights(clf, keras.saving.load_model(back))
     capsys.readouterr()
-    assert main(["convert", str(src), str(hf_dir)]) == 1  # exists, no --force
+    assert cli("convert", str(src), str(hf_dir)).returncode == 1  # exists, no --force
     assert "already exists" in capsys.readouterr().err
-    assert main(["convert", str(src), str(tmp_path / "w.safetensors")]) == 0
+    assert cli("convert", str(src), str(tmp_path / "w.safetensors")).returncode == 0
     assert_same_weights(clf, hf_loader.load_hf(tmp_path / "w.safetensors", tf_padding=False))
-    assert main(["convert", str(tmp_path / "w.safetensors"), str(tmp_path / "w.keras")]) == 0
+    assert cli("convert", tmp_path / "w.safetensors", tmp_path / "w.keras").returncode == 0
     assert_same_weights(clf, keras.saving.load_model(tmp_path / "w.keras"))

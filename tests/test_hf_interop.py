@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import fixture_path, randomize, require_module
+from conftest import cli, fixture_path, randomize, require_module
 
 from converters import hf
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model
@@ -301,11 +301,10 @@ def test_official_slim_keras_hf_keras_slim_chain(tmp_path, torch, transformers):
 
 @pytest.mark.slow
 def test_cli_convert_frozen_tarball_to_hf_dir(tmp_path, torch, transformers):
-    from tf_mobilenet_v1.cli import main
 
     tgz = fixture_path("official", "mobilenet_v1_0.25_128_frozen.tgz")
     inputs, logits = _reference("mobilenet_v1_0.25_128")
-    assert main(["convert", str(tgz), str(tmp_path / "hf_dir") + os.sep]) == 0
+    assert cli("convert", str(tgz), str(tmp_path / "hf_dir") + os.sep).returncode == 0
     theirs = _from_pretrained(transformers, "MobileNetV1ForImageClassification",
                               tmp_path / "hf_dir")
     with torch.no_grad():

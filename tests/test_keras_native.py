@@ -39,6 +39,7 @@ def _data(n=8, seed=0):
 
 
 # ----------------------------------------------------------------- registration
+@pytest.mark.slow  # a fresh process or a training run: seconds, not milliseconds
 def test_import_registers_every_class_for_a_users_own_model(tmp_path):
     """A Functional model of the user's, holding our preprocessing layer and backbone, loads
     after only ``import tf_mobilenet_v1``, whichever of keras and ours is imported first."""
@@ -83,6 +84,7 @@ def _fine_tune_model():
     return model
 
 
+@pytest.mark.slow  # a fresh process or a training run: seconds, not milliseconds
 def test_fine_tune_saves_reloads_in_a_fresh_process_and_resumes_exactly(tmp_path):
     keras.utils.set_random_seed(0)
     model = _fine_tune_model()

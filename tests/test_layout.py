@@ -112,6 +112,9 @@ def test_light_modules_import_no_keras_or_tensorflow():
     assert out.strip() == "[]"
 
 
+OPTIONAL = {"tf_mobilenet_v1.beam"}  # modules that need an extra ([beam]) to import
+
+
 def test_every_module_imports_in_dependency_order():
     """One fresh interpreter imports every module, dependencies first (a topological order)."""
     graph = _graph()
@@ -128,7 +131,12 @@ def test_every_module_imports_in_dependency_order():
     for node in sorted(graph):
         visit(node)
     order = [m for m in order if not m.endswith("__main__")]  # importing it runs the CLI
-    code = f"import importlib\nfor m in {order!r}:\n    importlib.import_module(m)\nprint('ok')"
+    # A module built on an optional extra says what to install when that extra is missing.
+    code = (f"import importlib\nfor m in {order!r}:\n    try:\n"
+            "        importlib.import_module(m)\n"
+            "    except ImportError as e:\n"
+            f"        if m not in {sorted(OPTIONAL)!r} or 'pip install' not in str(e):\n"
+            "            raise\nprint('ok')")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, env=env)

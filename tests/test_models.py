@@ -156,6 +156,7 @@ def test_fused_batchnorm_matches(tf_padding):
     np.testing.assert_allclose(fused.predict(x, verbose=0), ref, atol=1e-4)
 
 
+@pytest.mark.slow  # a fresh process or a training run: seconds, not milliseconds
 def test_fit_reduces_loss_and_new_head():
     import keras
 

@@ -9,11 +9,10 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import fixture_path, tiny_model
+from conftest import cli, fixture_path, tiny_model
 from PIL import Image
 
 from tf_mobilenet_v1 import imagenet_labels
-from tf_mobilenet_v1.cli import main
 from tf_mobilenet_v1.models import decode_predictions
 from tf_mobilenet_v1.predict import _progress_bar, classify, run_predict
 from tf_mobilenet_v1.preprocessing import MobileNetV1ImageProcessor
@@ -45,10 +44,9 @@ def _huge_png(path):
     return str(path)
 
 
-def _run(capsys, *args):
-    rc = main(["predict", *map(str, args)])
-    out, err = capsys.readouterr()
-    return rc, out, err
+def _run(*args):
+    run = cli("predict", *args)
+    return run.returncode, run.stdout, run.stderr
 
 
 def _expected(model, path, top_k=5, mode="crop"):
@@ -116,7 +114,7 @@ def test_cli_json_on_directory(tiny, tmp_path, capsys):
     paths = [_save(d / "a.jpg"), _save(d / "sub" / "b.png", 7, 90, seed=1),
              _save(d / "c.bmp", 64, 64, seed=2, mode="L")]
     (d / "notes.txt").write_text("ignored: not an image extension")
-    rc, out, err = _run(capsys, d, "--weights", weights, "--json", "--top-k", "3")
+    rc, out, err = _run(d, "--weights", weights, "--json", "--top-k", "3")
     assert rc == 0, err
     doc = json.loads(out)
     assert sorted(r["image"] for r in doc) == sorted(paths)
@@ -132,7 +130,7 @@ def test_cli_json_on_directory(tiny, tmp_path, capsys):
 def test_cli_table_output(tiny, tmp_path, capsys):
     model, weights = tiny
     path = _save(tmp_path / "one.png")
-    rc, out, err = _run(capsys, path, "--weights", weights, "--top-k", "2")
+    rc, out, err = _run(path, "--weights", weights, "--top-k", "2")
     assert rc == 0, err
     top = _expected(model, path, 2)
     lines = out.splitlines()
@@ -154,7 +152,7 @@ def test_cli_mixed_good_and_bad_inputs(tiny, tmp_path, capsys):
     text.write_text("hello, I am not a JPEG\n")
     huge = _huge_png(d / "huge.png")
     missing = tmp_path / "missing.png"
-    rc, out, err = _run(capsys, d, missing, "--weights", weights, "--json")
+    rc, out, err = _run(d, missing, "--weights", weights, "--json")
     assert rc == 1
     doc = {r["image"]: r for r in json.loads(out)}
     assert set(doc) == {*good, str(corrupt), str(text), huge, str(missing)}
@@ -172,7 +170,7 @@ def test_cli_all_inputs_bad_exit_1(tiny, tmp_path, capsys):
     _, weights = tiny
     bad = tmp_path / "x.png"
     bad.write_bytes(b"\x89PNG garbage")
-    rc, out, err = _run(capsys, bad, "--weights", weights)
+    rc, out, err = _run(bad, "--weights", weights)
     assert rc == 1 and out == "" and err.count(str(bad)) == 1  # reported once, on stderr
 
 
@@ -181,7 +179,7 @@ def test_cli_empty_directory_is_usage_error(tiny, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
-    rc, out, err = _run(capsys, empty, "--weights", weights, "--json")
+    rc, out, err = _run(empty, "--weights", weights, "--json")
     assert rc == 2 and out == ""
     assert f"no images found in {empty}" in err
 
@@ -191,7 +189,7 @@ def test_cli_empty_directory_beside_images_warns(tiny, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     path = _save(tmp_path / "ok.png")
-    rc, out, err = _run(capsys, empty, path, "--weights", weights, "--json")
+    rc, out, err = _run(empty, path, "--weights", weights, "--json")
     assert rc == 0 and [r["image"] for r in json.loads(out)] == [path]
     assert "warning: no images found" in err
 
@@ -199,9 +197,9 @@ def test_cli_empty_directory_beside_images_warns(tiny, tmp_path, capsys):
 def test_cli_usage_and_weights_errors(tiny, tmp_path, capsys):
     _, weights = tiny
     path = _save(tmp_path / "a.png")
-    rc, _, err = _run(capsys, path, "--weights", weights, "--top-k", "0")
+    rc, _, err = _run(path, "--weights", weights, "--top-k", "0")
     assert rc == 2 and "--top-k" in err
-    rc, _, err = _run(capsys, path, "--weights", tmp_path / "nothing.keras")
+    rc, _, err = _run(path, "--weights", tmp_path / "nothing.keras")
     assert rc == 1 and err.startswith("mobilenet-v1: error:")
 
 
@@ -243,7 +241,7 @@ def test_many_images_bounded_batches(tiny, tmp_path, capsys):
     d.mkdir()
     for i in range(150):
         _save(d / f"{i:03d}.png", 20 + i % 13, 20 + i % 7, seed=i)
-    rc, out, err = _run(capsys, d, "--weights", weights, "--json", "--batch-size", "16",
+    rc, out, err = _run(d, "--weights", weights, "--json", "--batch-size", "16",
                         "--top-k", "1")
     assert rc == 0, err
     doc = json.loads(out)
@@ -259,7 +257,7 @@ def test_official_tarball_top1(capsys):
     reference = json.loads(fixture_path("official", "mobilenet_v1_0.25_128",
                                         "reference.json").read_text())["top5"]
     # The reference logits come from the straight resize (the TFLite examples' preprocessing).
-    rc, out, err = _run(capsys, images, "--weights", tgz, "--json", "--preprocessing", "resize")
+    rc, out, err = _run(images, "--weights", tgz, "--json", "--preprocessing", "resize")
     assert rc == 0, err
     doc = {r["image"].rsplit("/", 1)[-1]: r["predictions"] for r in json.loads(out)}
     expected_top1 = {"burger.jpg": (934, "cheeseburger"), "bird.bmp": (20, "chickadee"),

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import keras
 import numpy as np
 import pytest
-from conftest import fixture_path
+from conftest import fixture_path, require_module
 from PIL import Image
 
 from tf_mobilenet_v1.images import read_image
@@ -34,12 +32,7 @@ ODD_SIZES = [(1, 1), (2, 3), (17, 301), (301, 17), (700, 200), (255, 257), (256,
 
 def _hf_processor_class():
     """transformers' PIL-backend MobileNetV1 processor; under CI a missing install fails."""
-    try:
-        import transformers
-    except ImportError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"transformers is required under CI: {e}")
-        pytest.skip("transformers not installed (pip install tf-mobilenet-v1[interop])")
+    transformers = require_module("transformers")
     # Without torchvision, transformers 5 falls back to this PIL backend anyway; name it so
     # that an installed torchvision (different rounding in its resize) cannot change the test.
     return getattr(transformers, "MobileNetV1ImageProcessorPil", None) or \

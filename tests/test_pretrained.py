@@ -13,12 +13,11 @@ import types
 import keras
 import numpy as np
 import pytest
-from conftest import fixture_path
+from conftest import cli, fixture_path
 
 from converters.slim import save_slim_checkpoint
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model
 from tf_mobilenet_v1.architecture import hidden_state_names
-from tf_mobilenet_v1.cli import main
 from tf_mobilenet_v1.loaders.dispatch import PretrainedWarning, load_any
 from tf_mobilenet_v1.loaders.tf_checkpoint import DATA_SUFFIX
 
@@ -290,7 +289,7 @@ def test_bad_arguments_and_paths(tmp_path):
 def test_cli_convert_tarball_to_keras(tmp_path, suffix):
     src = str(fixture_path("official", "mobilenet_v1_0.25_128_frozen.tgz"))
     dst = tmp_path / f"mobilenet_v1_0.25_128{suffix}"
-    assert main(["convert", src, str(dst)]) == 0
+    assert cli("convert", src, str(dst)).returncode == 0
     assert sorted(os.listdir(tmp_path)) == [dst.name]
     ref = np.load(_official(128) / "reference_logits.npz")
     direct = np.asarray(MobileNetV1ForImageClassification.from_pretrained(src)(ref["inputs"]))
@@ -298,7 +297,7 @@ def test_cli_convert_tarball_to_keras(tmp_path, suffix):
     logits = np.asarray(converted(ref["inputs"], training=False))
     np.testing.assert_array_equal(logits, direct)
     assert _maxdiff(logits, ref["logits"]) < TOL
-    assert main(["convert", src, str(dst)]) == 1  # exists, no --force
+    assert cli("convert", src, str(dst)).returncode == 1  # exists, no --force
 
 
 def test_cli_convert_tarball_to_slim_checkpoint_is_bit_exact(tmp_path):
@@ -307,7 +306,7 @@ def test_cli_convert_tarball_to_slim_checkpoint_is_bit_exact(tmp_path):
 
     src = str(fixture_path("official", "mobilenet_v1_0.25_128_frozen.tgz"))
     dst = str(tmp_path / "mobilenet_v1_0.25_128.ckpt")
-    assert main(["convert", src, dst]) == 0
+    assert cli("convert", src, dst).returncode == 0
     written = read_checkpoint(dst)
     original = read_checkpoint(str(_official(128) / "mobilenet_v1_0.25_128.ckpt"))
     for name in slim_name_map():  # the 2017 frozen graph and checkpoint hold the same bits
@@ -338,7 +337,7 @@ def test_cli_convert_bad_sources_fail_cleanly(tmp_path, capsys):
     out_dir.mkdir()
     for what, src in _bad_sources(tmp_path).items():
         for dst in ("m.keras", "m.weights.h5", "m.ckpt"):
-            assert main(["convert", src, str(out_dir / dst)]) == 1, (what, dst)
+            assert cli("convert", src, str(out_dir / dst)).returncode == 1, (what, dst)
             err = capsys.readouterr().err.strip()
             assert err.startswith("mobilenet-v1: error: ") and "\n" not in err, err
     assert os.listdir(out_dir) == []

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import fixture_path, require_module, tiny_model
+from conftest import fixture_path, require_module
 
 from converters import tflite as tfl
 from converters import tflite_metadata as tfm
@@ -20,21 +20,14 @@ GOOGLE = ("tflite", "mobilenet_v1_0.25_224_1_metadata_1.tflite")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return tiny_model(image_size=SIZE)
+def tiny(tiny64):
+    return tiny64
 
 
 @pytest.fixture(scope="module")
-def models(tiny, tmp_path_factory):
-    root = tmp_path_factory.mktemp("meta")
-    calib = np.random.default_rng(1).uniform(-1, 1, (8, SIZE, SIZE, 3)).astype(np.float32)
-    return {
-        "float": tfl.export_tflite(tiny, root / "f.tflite"),
-        "uint8": tfl.export_tflite(tiny, root / "q.tflite", quantize="int8",
-                                   calibration_images=calib),
-        "logits": tfl.export_tflite(tiny, root / "l.tflite", outputs="logits"),
-        "features": tfl.export_tflite(tiny, root / "v.tflite", task="feature-vector"),
-    }
+def models(tiny64_tflite):
+    return {"float": tiny64_tflite["none_probs"], "uint8": tiny64_tflite["int8_probs"],
+            "logits": tiny64_tflite["none"], "features": tiny64_tflite["features"]}
 
 
 def test_round_trip_of_every_field():

@@ -186,6 +186,22 @@ def _import_tensorflow_quietly():
         import tensorflow  # noqa: F401
 
 
+def _load_tensorflow_if_needed(args) -> None:
+    """Import TensorFlow (quietly) only for work that needs it, after the cheap checks: ``info``
+    on a registry name and a missing source need none of its seconds of start-up. ``predict``
+    imports it itself, and only when it runs the Keras model."""
+    if args.command == "info":
+        if not (os.path.exists(args.variant) or os.path.exists(f"{args.variant}.index")):
+            return
+    elif args.command in ("convert", "export"):
+        from .loaders.source import locate
+
+        locate(args.src)  # a typo or missing file fails here, in milliseconds
+    elif args.command != "beam":
+        return
+    _import_tensorflow_quietly()
+
+
 _OUT_OF_MEMORY = ("out of memory; use a smaller --batch-size or image size, or close other "
                   "programs")
 
@@ -224,12 +240,11 @@ def _main(argv) -> int:
     if extra and args.command != "beam":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pipeline_args = extra  # Beam's own options
-    if args.command != "predict":  # predict imports it only if it runs the Keras model
-        _import_tensorflow_quietly()
     if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         print("mobilenet-v1: error: --top-k and --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
+        _load_tensorflow_if_needed(args)
         return args.func(args)
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python's exit-time flush

@@ -16,13 +16,13 @@ import dataclasses
 import os
 import warnings
 
+from .. import registry
 from ..architecture import model_weight_shapes
 from ..config import MobileNetV1Config
 from ..errors import PretrainedWarning
-from ..fileio import check_regular_file
 from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
 from .keras_files import load_keras_file, weights_h5_source
-from .source import HEAD, WeightSource, model_source
+from .source import FORMS, HEAD, WeightSource, locate, model_source
 
 __all__ = ["FORMS", "PretrainedWarning", "load_any", "load_pretrained"]
 
@@ -30,9 +30,6 @@ _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config)
 _MODEL_KWARGS = frozenset({"input_shape", "feature_layers", "fold_batchnorm", "name", "dtype",
                            "trainable"})
 _SHAPE_FIELDS = ("depth_multiplier", "min_depth", "num_channels", "num_labels")
-FORMS = ("a registry name (e.g. mobilenet_v1_1.0_224), a slim checkpoint prefix or directory, "
-         "a release .tgz, a frozen .pb, a .keras or .weights.h5 file, or a Hugging Face "
-         "directory, .safetensors or .bin")
 
 
 # ----- sources -----
@@ -64,21 +61,8 @@ def _load_hf(path: str, cls, config_overrides: dict, model_kwargs: dict):
 
 def _resolve(name_or_path) -> tuple[str, str | None]:
     """``(local path, registry name or None)``; registry names are downloaded."""
-    from .. import registry
-
-    path = os.fspath(name_or_path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        check_regular_file(path, "weights")  # a pipe or /dev/zero would be read without end
-    if os.path.exists(path) or os.path.exists(path + ".index"):
-        return path, None
-    if os.path.islink(path):
-        check_regular_file(path, "weights")  # says the link dangles
-    key = registry.canonical_name(path)
-    if key is not None:
-        return registry.download(key), key
-    if os.sep not in path and path.lower().startswith("mobilenet_v1"):
-        registry.get(path)  # raises with the closest registry names
-    raise FileNotFoundError(f"{path} does not exist; pass {FORMS}")
+    path, key = locate(name_or_path)
+    return (registry.download(key), key) if key is not None else (path, None)
 
 
 def _check_ema(path: str, use_ema: bool) -> None:

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
+from .. import registry
 from ..architecture import LOGITS_NAME
 from ..config import MobileNetV1Config
+from ..fileio import check_regular_file
 
 HEAD = (f"{LOGITS_NAME}/kernel", f"{LOGITS_NAME}/bias")
+FORMS = ("a registry name (e.g. mobilenet_v1_1.0_224), a slim checkpoint prefix or directory, "
+         "a release .tgz, a frozen .pb, a .keras or .weights.h5 file, or a Hugging Face "
+         "directory, .safetensors or .bin")
+
+
+def locate(name_or_path) -> tuple[str, str | None]:
+    """``(path, None)`` for a local source, ``(name, registry key)`` for a registry name;
+    anything else raises. Cheap (no TensorFlow, no download), so the command line can refuse
+    a typo before it loads anything."""
+    path = os.fspath(name_or_path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        check_regular_file(path, "weights")  # a pipe or /dev/zero would be read without end
+    if os.path.exists(path) or os.path.exists(path + ".index"):
+        return path, None
+    if os.path.islink(path):
+        check_regular_file(path, "weights")  # says the link dangles
+    key = registry.canonical_name(path)
+    if key is not None:
+        return path, key
+    if os.sep not in path and path.lower().startswith("mobilenet_v1"):
+        registry.get(path)  # raises with the closest registry names
+    raise FileNotFoundError(f"{path} does not exist; pass {FORMS}")
 
 
 @dataclasses.dataclass

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds the test environments on a fresh machine and runs every tier (the README's test
+# command, so what CI runs):
+#   .venv-quickstart  exactly the quick start's `pip install .`, plus the test tools (the [test]
+#                     extra): the core tests run on the versions a user gets
+#   .venv             the developers' venv with every extra: the interop, backends, Beam and
+#                     ONNX tests (Beam pins older protobuf and numpy than the quick start gets)
+#   .venv-tasklib, .venv-mediapipe  the real Android-side clients (.ci/client_venvs.sh)
+# A venv that exists is updated, not rebuilt. Exits non-zero on any failure, including a
+# pytest run that collected no test (exit 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+EXTRAS="interop or backends or beam or onnx or clients"
+JOBS=${PYTEST_JOBS:-2}
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+start=$SECONDS
+
+pip_in() {  # pip_in VENV ARGS...: create VENV if needed, then pip install ARGS into it
+  local dir=$1; shift
+  [ -x "$dir/bin/python" ] || "$PY" -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check "$@"
+}
+
+# The quick start installs from a copy of the tree, so that its build does not race the
+# editable install's in the same folder.
+src="$logs/src"
+mkdir "$src"
+tar --exclude='./.venv*' --exclude=./.git --exclude=./saved_models -cf - . | tar -xf - -C "$src"
+pip_in .venv-quickstart "$src[test]" >"$logs/quickstart.log" 2>&1 &
+quickstart=$!
+pip_in .venv -e ".[test,interop,backends,beam,onnx]" torch==2.13.0 >"$logs/dev.log" 2>&1 &
+dev=$!
+bash .ci/client_venvs.sh >"$logs/clients.log" 2>&1 &
+clients=$!
+for job in "quickstart:$quickstart" "dev:$dev" "clients:$clients"; do
+  if ! wait "${job#*:}"; then
+    echo "tests.sh: building the ${job%%:*} environment failed:" >&2
+    tail -n 40 "$logs/${job%%:*}.log" >&2
+    exit 1
+  fi
+done
+echo "tests.sh: environments ready in $((SECONDS - start)) s"
+
+.venv/bin/ruff check .
+# `pytest`, not `python -m pytest`: the tests import the installed package, not the checkout.
+.venv-quickstart/bin/pytest -n "$JOBS" -p no:cacheprovider -m "not ($EXTRAS)"
+echo "tests.sh: core tests done at $((SECONDS - start)) s"
+.venv/bin/python -m pytest -n "$JOBS" -p no:cacheprovider -m "$EXTRAS"
+echo "tests.sh: all done in $((SECONDS - start)) s"
