@@ -45,7 +45,8 @@ echo "tests.sh: environments ready in $((SECONDS - start)) s"
 
 .venv/bin/ruff check .
 # `pytest`, not `python -m pytest`: the tests import the installed package, not the checkout.
-.venv-quickstart/bin/pytest -n "$JOBS" -p no:cacheprovider -m "not ($EXTRAS)"
+# PYTHONSAFEPATH: child processes started from the checkout import the installed package too.
+PYTHONSAFEPATH=1 .venv-quickstart/bin/pytest -n "$JOBS" --dist loadfile -p no:cacheprovider -m "not ($EXTRAS)"
 echo "tests.sh: core tests done at $((SECONDS - start)) s"
-.venv/bin/python -m pytest -n "$JOBS" -p no:cacheprovider -m "$EXTRAS"
+.venv/bin/python -m pytest -n "$JOBS" --dist loadfile -p no:cacheprovider -m "$EXTRAS"
 echo "tests.sh: all done in $((SECONDS - start)) s"

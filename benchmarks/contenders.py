@@ -169,7 +169,7 @@ class Context:
     # ----- files -----
     def slim_checkpoint(self) -> Path:
         def write(path):
-            from converters.slim import save_slim_checkpoint
+            from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
 
             save_slim_checkpoint(self.ours(), str(path), force=True)
 
@@ -192,7 +192,7 @@ class Context:
 
     def hf_dir(self) -> Path:
         def write(path):
-            from converters.hf import save_hf
+            from tf_mobilenet_v1.converters.hf import save_hf
 
             save_hf(self.ours(), str(path), force=True)
 
@@ -212,7 +212,7 @@ class Context:
             return
         import inspect
 
-        from converters.tflite import export_tflite
+        from tf_mobilenet_v1.converters.tflite import export_tflite
 
         # Logits, as the Keras model outputs (the exporter's default became probabilities).
         params = inspect.signature(export_tflite).parameters
@@ -556,7 +556,7 @@ _register("fold_batchnorm", "load", "model.folded() (BN folding)", _fold)
 
 def _export(ctx):
     try:
-        from converters.tflite import export_tflite
+        from tf_mobilenet_v1.converters.tflite import export_tflite
     except ImportError as e:
         raise Unavailable(f"converters.tflite is missing ({e})") from None
     model, dst = ctx.ours(), str(ctx.workdir / "export" / "model.tflite")

@@ -216,7 +216,7 @@ def _prepare_child(work: Path, names: list[str]) -> None:
         app.save_weights(work / "app.weights.h5")
         (work / "keras_app.ready").touch()
     if "onnxruntime" in names:
-        from converters.onnx_export import export_onnx
+        from tf_mobilenet_v1.converters.onnx_export import export_onnx
 
         export_onnx(model, str(work / "model.onnx"), force=True)
         (work / "onnxruntime.ready").touch()

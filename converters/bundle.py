@@ -1,7 +1,8 @@
 """Build the weights that ship inside the package: Google's official ``mobilenet_v1_1.0_224``,
 converted by our own reader and HF writer into a Hugging Face directory.
 
-    python -m converters.bundle ../shared/fixtures/official/mobilenet_v1_1.0_224 --force
+    python -m tf_mobilenet_v1.converters.bundle \\
+        ../shared/fixtures/official/mobilenet_v1_1.0_224 --force
 
 The directory (``config.json``, ``preprocessor_config.json``, ``model.safetensors``) also loads
 in transformers; ``tests/test_bundled_weights.py`` checks it is bit-exact with a fresh
@@ -31,7 +32,8 @@ def build_bundle(src: str, dst: str | None = None, force: bool = False) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m converters.bundle", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tf_mobilenet_v1.converters.bundle",
+                                description=__doc__)
     p.add_argument("src", help="the official mobilenet_v1_1.0_224 slim checkpoint (directory)")
     p.add_argument("dst", nargs="?", default=None, help="default: the package's weights folder")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")

@@ -21,6 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # the user's ~/.cache; child processes the tests start inherit it, so one build serves them all.
 os.environ.setdefault("MOBILENET_V1_CACHE", os.path.join(
     tempfile.gettempdir(), f"tf_mobilenet_v1_test_cache_{os.getuid()}"))
+# A fast-path failure other than "not eligible" raises in the tests instead of falling back.
+os.environ.setdefault("MOBILENET_V1_FAST_STRICT", "1")
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -226,8 +228,7 @@ def tiny64_tflite(tiny64, tmp_path_factory):
     import functools
 
     import numpy as np
-
-    from converters import tflite as tfl
+    from tf_mobilenet_v1.converters import tflite as tfl
 
     calib = np.random.default_rng(1).uniform(-1, 1, (16, 64, 64, 3)).astype(np.float32)
     jobs = {}

@@ -103,8 +103,9 @@ def test_cli_reports_an_empty_pattern_in_one_line(tmp_path):
 def test_handler_serves_keras_tflite_and_saved_model(folder, tmp_path):
     """One handler for every form: the exports answer like the Keras model they came from."""
     require_module("apache_beam")
-    from converters.saved_model import export_saved_model
-    from converters.tflite import export_tflite
+    from tf_mobilenet_v1.converters.saved_model import export_saved_model
+    from tf_mobilenet_v1.converters.tflite import export_tflite
+
     from tf_mobilenet_v1.beam import MobileNetV1ModelHandler
 
     model = tiny_model(image_size=64)

@@ -35,7 +35,7 @@ def test_bundled_directory_is_an_hf_model_with_readable_files():
 
 @pytest.mark.slow
 def test_bundle_is_bit_exact_with_a_fresh_conversion(tmp_path, monkeypatch):
-    from converters.bundle import build_bundle
+    from tf_mobilenet_v1.converters.bundle import build_bundle
 
     src = fixture_path("official", NAME)
     fresh = build_bundle(str(src), str(tmp_path / "fresh"))

@@ -171,7 +171,7 @@ def test_broken_pipe_exits_quietly(weights, tmp_path):
 
 def test_tflite_runs_without_the_xnnpack_notice():
     model = fixture_path("tflite", "mobilenet_v1_0.25_224_1_default_1.tflite")
-    code = ("import numpy as np; from converters.tflite_inspect import run_tflite; "
+    code = ("import numpy as np; from tf_mobilenet_v1.converters.tflite_inspect import run_tflite; "
             f"y = run_tflite({str(model)!r}, np.zeros((1, 224, 224, 3), np.float32)); "
             "print(y.shape)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -311,8 +311,8 @@ def test_cli_and_saved_model_bytes_signature_agree_on_the_top5(tmp_path, capsys)
     """The SavedModel's ``serving_bytes`` (in-graph decode, resize, crop) ranks the fixture
     photos as our CLI does with its default, the weights' own preprocessing."""
     import tensorflow as tf
+    from tf_mobilenet_v1.converters.saved_model import export_saved_model
 
-    from converters.saved_model import export_saved_model
     from tf_mobilenet_v1 import MobileNetV1ForImageClassification
 
     photos = [str(fixture_path("images", name)) for name in PHOTOS]
@@ -329,7 +329,8 @@ def test_cli_and_saved_model_bytes_signature_agree_on_the_top5(tmp_path, capsys)
 
 # ----------------------------------------------------------------- one preprocessing truth
 def test_processor_follows_the_model_size_and_travels_with_the_weights(tmp_path):
-    from converters.hf import save_hf
+    from tf_mobilenet_v1.converters.hf import save_hf
+
     from tf_mobilenet_v1 import MobileNetV1ForImageClassification
     from tf_mobilenet_v1.predict import classify
     from tf_mobilenet_v1.preprocessing import MobileNetV1ImageProcessor

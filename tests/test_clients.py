@@ -61,7 +61,7 @@ def official():
 
 @pytest.fixture(scope="module")
 def exports(official, tmp_path_factory):
-    from converters.tflite import export_tflite
+    from tf_mobilenet_v1.converters.tflite import export_tflite
 
     root = tmp_path_factory.mktemp("clients")
     model = official[0]
@@ -95,7 +95,7 @@ def test_image_classifier(exports, official, tmp_path, client, kind):
 
 
 def test_task_library_metadata_displayer_reads_our_metadata(exports, tmp_path):
-    from converters.tflite_metadata import read_metadata
+    from tf_mobilenet_v1.converters.tflite_metadata import read_metadata
 
     shown = run_client("tasklib", exports["float32"], tmp_path)["metadata"]
     ours = read_metadata(exports["float32"])

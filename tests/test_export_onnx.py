@@ -6,8 +6,7 @@ import os
 import numpy as np
 import pytest
 from conftest import cli, fixture_path, require_module, tiny_model
-
-from converters.onnx_export import export_onnx, run_onnx
+from tf_mobilenet_v1.converters.onnx_export import export_onnx, run_onnx
 
 pytestmark = pytest.mark.onnx
 
@@ -61,7 +60,7 @@ def test_feature_vector(tiny, tmp_path):
 
 
 def test_cli_and_refusals(tiny, tmp_path, monkeypatch, capsys):
-    from converters.export import default_output, export
+    from tf_mobilenet_v1.converters.export import default_output, export
 
     monkeypatch.chdir(tmp_path)
     tiny.save("tiny.keras")

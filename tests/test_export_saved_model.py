@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import cli, fixture_path, randomize, tiny_model
 from PIL import Image
+from tf_mobilenet_v1.converters import saved_model as sm
+from tf_mobilenet_v1.converters.export import default_output, export
 
-from converters import saved_model as sm
-from converters.export import default_output, export
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification
 from tf_mobilenet_v1.preprocessing import MobileNetV1Preprocessing
 
@@ -130,8 +130,6 @@ def test_fresh_process_matches_keras(tiny, exported, tmp_path):
 def test_labels_asset(tiny, exported):
     text = open(os.path.join(exported, "assets.extra", "labels.txt"), encoding="utf-8").read()
     assert text.splitlines() == [tiny.config.id2label[i] for i in range(1001)]
-
-
 
 
 @pytest.mark.slow

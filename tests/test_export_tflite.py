@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import cli, fixture_path, require_module, tiny_model
-
-from converters import tflite as tfl
-from converters.export import default_output, export
-from converters.tflite_inspect import (
+from tf_mobilenet_v1.converters import tflite as tfl
+from tf_mobilenet_v1.converters.export import default_output, export
+from tf_mobilenet_v1.converters.tflite_inspect import (
     gpu_compatibility,
     gpu_delegate_problems,
     op_counts,
@@ -24,6 +23,7 @@ from converters.tflite_inspect import (
     tflite_op_names,
     tflite_ops,
 )
+
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification
 from tf_mobilenet_v1.architecture import layer_specs
 
@@ -328,7 +328,7 @@ def test_feature_vector_of_a_users_fine_tune(tmp_path):
 
 
 def test_dynamic_batch_resizes_and_stays_lean(tiny, tmp_path):
-    from converters.tflite_inspect import make_interpreter
+    from tf_mobilenet_v1.converters.tflite_inspect import make_interpreter
 
     path = tfl.export_tflite(tiny, tmp_path / "m.tflite", dynamic_batch=True)
     assert set(tflite_op_names(path)) <= LEAN_OPS  # no SHAPE / PACK for the batch size
@@ -347,7 +347,6 @@ def test_dynamic_batch_resizes_and_stays_lean(tiny, tmp_path):
     # The default stays batch 1, what phones run.
     fixed = make_interpreter(tfl.export_tflite(tiny, tmp_path / "b1.tflite"))
     assert list(fixed.get_input_details()[0]["shape_signature"]) == [1, SIZE, SIZE, 3]
-
 
 
 def test_backbone_is_refused(tmp_path):

@@ -156,7 +156,7 @@ def test_a_damaged_cache_entry_is_rebuilt_not_trusted(built_cache, photos, tmp_p
 
 
 def test_cache_key_follows_the_bytes_and_only_local_known_forms_qualify(tmp_path):
-    from converters.hf import save_hf
+    from tf_mobilenet_v1.converters.hf import save_hf
 
     model = tiny_model(seed=3)
     save_hf(model, str(tmp_path / "hf"))
@@ -183,7 +183,7 @@ def test_cache_key_follows_the_bytes_and_only_local_known_forms_qualify(tmp_path
 def test_fast_path_on_a_small_hf_directory_matches_keras_and_caches(tmp_path, capsys,
                                                                     monkeypatch):
     require_module("ai_edge_litert")
-    from converters.hf import save_hf
+    from tf_mobilenet_v1.converters.hf import save_hf
 
     hf = tmp_path / "hf"
     save_hf(tiny_model(seed=4, image_size=64), str(hf))
@@ -245,3 +245,29 @@ def test_lookup_preprocessing_is_bit_identical_to_the_processor(tmp_path, mode):
     off = MobileNetV1ImageProcessor(do_rescale=False, do_normalize=False)
     assert np.array_equal(fast_predict.LookupProcessor(off).preprocess_one(paths[0]),
                           off.preprocess_one(paths[0]))
+
+
+def test_a_failing_fast_path_is_said_not_swallowed(tmp_path, monkeypatch):
+    """Not "not eligible" but broken: one warning line with the reason, and the Keras model
+    still answers; under MOBILENET_V1_FAST_STRICT (as in these tests) it is an error."""
+    from tf_mobilenet_v1.converters.hf import save_hf
+
+    hf = tmp_path / "hf"
+    save_hf(tiny_model(seed=4), str(hf))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(image)
+
+    def broken(model, key):
+        raise ValueError("the converter said no")
+
+    monkeypatch.setattr(fast_predict, "_convert", broken)
+    env = {fast_predict.ENV_CACHE: str(tmp_path / "cache"), fast_predict.ENV_SWITCH: None}
+    run = cli("predict", image, "--weights", hf, "--json",
+              env={**env, fast_predict.ENV_STRICT: None})
+    assert run.returncode == 0 and json.loads(run.stdout)[0]["predictions"]
+    assert run.errors == ["mobilenet-v1: warning: could not build the fast TFLite model (the "
+                          "converter said no); running the Keras model"]
+    strict = cli("predict", image, "--weights", hf, env={**env, fast_predict.ENV_STRICT: "1"})
+    assert strict.returncode == 1 and strict.errors == [
+        "mobilenet-v1: error: fast path: could not build the fast TFLite model: the converter "
+        "said no"]

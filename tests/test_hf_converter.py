@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 from conftest import cli, randomize, tiny_model
+from tf_mobilenet_v1.converters import hf
 
-from converters import hf
 from tf_mobilenet_v1 import (
     MobileNetV1Config,
     MobileNetV1ForImageClassification,

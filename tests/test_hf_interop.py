@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 from conftest import cli, fixture_path, randomize, require_module
+from tf_mobilenet_v1.converters import hf
 
-from converters import hf
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model
 from tf_mobilenet_v1.loaders import hf as hf_loader
 
@@ -274,7 +274,7 @@ def _slim_variables(prefix):
 
 
 def test_official_slim_keras_hf_keras_slim_chain(tmp_path, torch, transformers):
-    from converters.slim import save_slim_checkpoint
+    from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
 
     src = fixture_path("official", "mobilenet_v1_0.25_128")
     inputs, logits = _reference("mobilenet_v1_0.25_128")

@@ -107,8 +107,8 @@ def test_fine_tune_saves_reloads_in_a_fresh_process_and_resumes_exactly(tmp_path
               verbose=0)
         w = np.concatenate([v.ravel() for v in m.get_weights()])
         # ... and the resumed fine-tune exports like our own classifier
-        from converters.tflite import export_tflite
-        from converters.tflite_inspect import run_tflite
+        from tf_mobilenet_v1.converters.tflite import export_tflite
+        from tf_mobilenet_v1.converters.tflite_inspect import run_tflite
         export_tflite(m, "ft.tflite", outputs="logits")
         x = np.load("x.npy")
         lite = run_tflite("ft.tflite", x)
@@ -258,7 +258,7 @@ def test_num_labels_zero_is_slims_pre_logits(tmp_path):
 
 
 def test_spatial_squeeze_false_keeps_the_1x1_map(tmp_path):
-    from converters.hf import save_hf
+    from tf_mobilenet_v1.converters.hf import save_hf
 
     model = tiny_model(spatial_squeeze=False)
     assert model.output.shape == (None, 1, 1, 1001)
@@ -361,7 +361,8 @@ def test_transformers_reads_our_config_processor_and_pre_logits_dir(tmp_path):
     from conftest import require_module
 
     transformers = require_module("transformers")
-    from converters.hf import save_hf
+    from tf_mobilenet_v1.converters.hf import save_hf
+
     from tf_mobilenet_v1 import MobileNetV1ImageProcessor
 
     pre = MobileNetV1ForImageClassification(depth_multiplier=0.25, image_size=SIZE,
@@ -380,8 +381,7 @@ def test_transformers_reads_our_config_processor_and_pre_logits_dir(tmp_path):
 
 def test_export_takes_a_users_model_file_and_refuses_other_models(tmp_path):
     import tensorflow as tf
-
-    from converters.export import export
+    from tf_mobilenet_v1.converters.export import export
 
     model = _fine_tune_model()
     model.save(tmp_path / "ft.keras")

@@ -1,5 +1,6 @@
-"""The package layout: no import cycles, the core never imports the writers, light modules stay
-light, and the README's data-flow picture names exactly the modules that exist."""
+"""The package layout: no import cycles, the core never imports the writers at module level,
+light modules stay light, no unsafe loader anywhere, and the README's pictures name exactly the
+modules that exist and the imports between them."""
 
 from __future__ import annotations
 
@@ -11,17 +12,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("tf_mobilenet_v1", "converters")
+# folder of the checkout -> the package it installs as (pyproject.toml's package-dir)
+PACKAGES = {"tf_mobilenet_v1": "tf_mobilenet_v1", "converters": "tf_mobilenet_v1.converters"}
+CONVERTERS = PACKAGES["converters"]
 
 
 def _modules() -> dict[str, Path]:
     mods = {}
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            mods[".".join(parts)] = path
+            mods[".".join([package, *parts])] = path
     return mods
 
 
@@ -39,7 +42,9 @@ def _imports(name: str, path: Path, known: set[str], lazy: bool = False) -> set[
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+            targets = [f"{base}.{a.name}" for a in node.names]
+            if not all(t in known for t in targets):  # names from the package itself
+                targets.append(base)
         else:
             continue
         for t in targets:
@@ -91,9 +96,13 @@ def _assert_acyclic(graph: dict[str, set[str]]) -> None:
             visit(node, [node])
 
 
+def _in_converters(module: str) -> bool:
+    return module == CONVERTERS or module.startswith(CONVERTERS + ".")
+
+
 def test_core_never_imports_converters_at_module_level():
-    bad = {m: sorted(d for d in deps if d.split(".")[0] == "converters")
-           for m, deps in _graph().items() if m.split(".")[0] == "tf_mobilenet_v1"}
+    bad = {m: sorted(d for d in deps if _in_converters(d))
+           for m, deps in _graph().items() if not _in_converters(m)}
     assert not {m: d for m, d in bad.items() if d}
 
 
@@ -153,3 +162,89 @@ def test_readme_data_flow_names_every_module():
     assert named == actual, f"missing: {sorted(actual - named)}; stale: {sorted(named - actual)}"
     for sub in ("loaders", "preprocessing"):
         assert f"{sub}/" in block
+
+
+def test_installed_package_holds_converters_and_no_top_level_module(tmp_path):
+    """Outside the checkout (as a user's script runs), the installed package has
+    tf_mobilenet_v1.converters, and no generic top-level ``converters`` module exists."""
+    code = ("import importlib.util, tf_mobilenet_v1.converters.convert as c\n"
+            "print(importlib.util.find_spec('converters'), c.convert.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout.split()
+    assert out == ["None", "tf_mobilenet_v1.converters.convert"]
+
+
+def _short(module: str) -> str:
+    """README spelling of a module: ``converters/tflite``, ``loaders/hf``, ``cli``."""
+    if module in PACKAGES.values():
+        return {"tf_mobilenet_v1": "tf_mobilenet_v1", CONVERTERS: "converters"}[module]
+    name = module.replace(CONVERTERS + ".", "converters/").removeprefix("tf_mobilenet_v1.")
+    return name.replace("loaders.", "loaders/").replace("preprocessing.", "preprocessing/")
+
+
+def import_graph_block() -> str:
+    """The README's module graph as it must read: one line per module, naming every module of
+    ours it imports, at module level or inside a function."""
+    import textwrap
+
+    lines = []
+    for module, deps in sorted(_graph(lazy=True).items(), key=lambda kv: _short(kv[0])):
+        uses = ", ".join(sorted(_short(d) for d in deps))
+        head = f"{_short(module):<24}"
+        lines += textwrap.wrap(uses, 98, initial_indent=f"{head} -> ",
+                               subsequent_indent=" " * 28) if uses else [_short(module)]
+    return "\n".join(lines)
+
+
+def test_readme_module_graph_is_the_import_graph():
+    """Every arrow in the code is in the picture and every arrow in the picture is in the code
+    (a lazy import inside a function counts: it runs when that function does)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- imports -->")[1].split("```")[1].strip("\n")
+    want = import_graph_block()
+    assert block == want, "README's module graph differs from the code; it should read:\n" + want
+
+
+def _dotted(node) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else "?"
+
+
+def test_no_unsafe_loader_anywhere_in_the_package():
+    """Static guard: every torch.load is weights_only, nothing unpickles, evals or extracts
+    archives, and Keras's safe mode is never turned off, in any module we ship."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    banned = {"pickle.load", "pickle.loads", "pickle.Unpickler", "marshal.loads", "eval", "exec",
+              "yaml.load", "dill.load", "dill.loads", "enable_unsafe_deserialization"}
+    sources = [os.path.join(d, name) for pkg in ("tf_mobilenet_v1", "converters")
+               for d, _, names in os.walk(os.path.join(root, pkg)) for name in names
+               if name.endswith(".py")]
+    rel = {os.path.relpath(p, root) for p in sources}
+    # Subpackages are walked too: the readers of untrusted files live in loaders/.
+    assert {os.path.join("tf_mobilenet_v1", "loaders", "hf.py"),
+            os.path.join("tf_mobilenet_v1", "preprocessing", "layer.py")} <= rel
+    assert len(sources) > 30
+    torch_loads = 0
+    for path in sources:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = _dotted(node.func)
+            kw = {k.arg: k.value for k in node.keywords}
+            where = f"{os.path.basename(path)}:{node.lineno} {name}"
+            assert name not in banned and name.split(".")[-1] not in (
+                "extractall", "extract", "enable_unsafe_deserialization"), where
+            if name == "torch.load":
+                torch_loads += 1
+                assert isinstance(kw.get("weights_only"), ast.Constant) \
+                    and kw["weights_only"].value is True, where
+            if name in ("np.load", "numpy.load"):
+                assert not (isinstance(kw.get("allow_pickle"), ast.Constant)
+                            and kw["allow_pickle"].value), where
+            if name.endswith("load_model"):
+                assert not (isinstance(kw.get("safe_mode"), ast.Constant)
+                            and kw["safe_mode"].value is False), where
+    assert torch_loads >= 1  # the .bin reader (loaders/hf.py): the guard sees it

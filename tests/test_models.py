@@ -1,17 +1,22 @@
-"""The Keras models: padding semantics, shapes, outputs, serialization, folding and training."""
+"""The Keras models: padding semantics, shapes, outputs, serialization, folding and training,
+and what ``predict`` does with inputs it cannot trust (raw pixels, empty batches)."""
+
+import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import randomize
+from conftest import fixture_path, randomize, tiny_model
 
 from tf_mobilenet_v1 import (
     MobileNetV1Config,
     MobileNetV1ForImageClassification,
+    MobileNetV1ImageProcessor,
     MobileNetV1Model,
     decode_predictions,
 )
 from tf_mobilenet_v1.architecture import output_size
+from tf_mobilenet_v1.errors import InputRangeWarning
 from tf_mobilenet_v1.layers import ConvBlock
 
 TINY = dict(depth_multiplier=0.25, num_labels=5)
@@ -183,3 +188,47 @@ def test_array_predict_fast_path_equals_keras_predict():
     assert len(fast["hidden_states"]) == 26
     for a, b in zip(fast["hidden_states"], slow["hidden_states"], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def burger():
+    """Official 1.0_224 (bundled) and the burger photo, preprocessed the model's way."""
+    from tf_mobilenet_v1 import MobileNetV1ForImageClassification
+
+    model = MobileNetV1ForImageClassification.from_pretrained("mobilenet_v1_1.0_224")
+    pixels = MobileNetV1ImageProcessor()(str(fixture_path("images", "burger.jpg")))
+    return model, pixels["pixel_values"]
+
+
+@pytest.mark.slow
+def test_raw_pixels_warn_once_and_normalized_ones_not(burger):
+    model, x = burger
+    raw = np.round((x + 1) * 127.5).astype(np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        good = model.decode(model.predict(x), 1)[0][0][1]
+        assert not caught
+        for batch in (raw, raw, raw.astype(np.float32)):
+            bad = model.decode(model.predict(batch), 1)[0][0][1]
+    assert good == "cheeseburger" and bad != "cheeseburger"  # why the warning matters
+    ranged = [w for w in caught if issubclass(w.category, InputRangeWarning)]
+    assert len(ranged) == 1, [str(w.message) for w in caught]
+    assert "got uint8 pixels" in str(ranged[0].message)
+    assert "[-1, 1]" in str(ranged[0].message)
+    assert ranged[0].filename == __file__  # points at the caller's line
+
+
+@pytest.mark.parametrize("spatial_squeeze", [True, False])
+def test_empty_batch(spatial_squeeze):
+    model = tiny_model(spatial_squeeze=spatial_squeeze)
+    out = model.predict(np.zeros((0, 32, 32, 3), np.float32))
+    assert out.shape == ((0, 1001) if spatial_squeeze else (0, 1, 1, 1001))
+    assert out.dtype == np.float32
+    assert model.predict_proba(np.zeros((0, 32, 32, 3), np.float32)).shape[0] == 0
+
+
+def test_empty_batch_with_hidden_states():
+    model = tiny_model(output_hidden_states=True)
+    out = model.predict(np.zeros((0, 32, 32, 3), np.float32))
+    assert out["logits"].shape == (0, 1001)
+    assert all(h.shape[0] == 0 for h in out["hidden_states"])

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
+import warnings
+
 import keras
 import numpy as np
 import pytest
 from conftest import fixture_path, require_module
+from hostile import FUZZ, Tally, corruptions
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from tf_mobilenet_v1.images import read_image
@@ -24,6 +32,8 @@ from tf_mobilenet_v1.preprocessing.processor import (
     shortest_edge_size,
 )
 
+TALLY = Tally("processor")  # bad inputs tried, distinct messages (HARDENING_SUMMARY_DIR)
+SIZE = 32
 PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
 # (height, width): tiny, odd, extreme aspect ratios both ways, and just around 256.
 ODD_SIZES = [(1, 1), (2, 3), (17, 301), (301, 17), (700, 200), (255, 257), (256, 256),
@@ -381,3 +391,169 @@ def test_resizing_only_the_crop_gives_the_full_resize_pixels(resample):
                                                                       resample)), *crop)
             got = resized_center_crop(rgb, new, crop, resample)
             assert got.shape == want.shape and np.array_equal(got, want), (h, w, short, crop)
+
+
+def _processors():
+    return {"resize": get_preprocessor("resize", SIZE), "crop": get_preprocessor("crop", SIZE)}
+
+
+PROCESSORS = _processors()
+
+
+def _valid_array(a: np.ndarray) -> bool:
+    """The documented contract of ``array_to_rgb`` (HF's conventions), as an oracle."""
+    shape = a.shape
+    if a.ndim == 3 and shape[-1] not in (1, 3, 4) and shape[0] in (1, 3, 4):
+        shape = shape[1:] + shape[:1]  # channels first
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) != 3 or shape[-1] not in (1, 3, 4) or shape[0] == 0 or shape[1] == 0:
+        return False
+    if a.dtype in (np.uint8, np.uint16, np.bool_):
+        return True
+    if np.issubdtype(a.dtype, np.integer):
+        return bool(a.min() >= 0 and a.max() <= 255)
+    if not np.issubdtype(a.dtype, np.floating):
+        return False
+    with np.errstate(all="ignore"):
+        if not np.isfinite(a).all():
+            return False
+        if np.allclose(a, np.round(a)):  # whole numbers (within float noise): 0..255
+            return bool(a.min() >= 0 and a.max() <= 255)
+        return bool(a.min() >= 0 and a.max() <= 1)
+
+
+def _check_pixels(x: np.ndarray):
+    assert x.shape == (SIZE, SIZE, 3) and x.dtype == np.float32
+    assert np.isfinite(x).all() and x.min() >= -1.0 and x.max() <= 1.0
+
+
+_DTYPES = [np.uint8, np.uint16, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32,
+           np.float64, np.bool_, np.complex64]
+
+
+@st.composite
+def image_arrays(draw):
+    dtype = np.dtype(draw(st.sampled_from(_DTYPES)))
+    side = st.integers(0, 24)
+    shape = draw(st.one_of(
+        st.tuples(side, side),
+        st.tuples(side, side, st.sampled_from([1, 2, 3, 4, 5])),
+        st.tuples(st.sampled_from([1, 3, 4]), side, side),
+        st.lists(st.integers(0, 6), min_size=0, max_size=5).map(tuple),
+    ))
+    if dtype.kind == "f":
+        elements = draw(st.sampled_from([
+            st.floats(0, 1, width=dtype.itemsize * 8),
+            st.integers(0, 255).map(float),
+            st.floats(width=dtype.itemsize * 8),  # anything: NaN, inf, negatives, huge
+        ]))
+    elif dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        elements = draw(st.sampled_from([st.integers(0, min(255, info.max)),
+                                         st.integers(info.min, info.max)]))
+    else:
+        elements = None
+    return draw(hnp.arrays(dtype, shape, elements=elements))
+
+
+@FUZZ
+@given(a=image_arrays(), mode=st.sampled_from(sorted(PROCESSORS)))
+def test_processor_arrays_valid_or_value_error(a, mode):
+    """Any array: a valid image gives finite (S, S, 3) pixels in [-1, 1], anything else a
+    ValueError saying what is wrong with it."""
+    proc = PROCESSORS[mode]
+    if _valid_array(a):
+        _check_pixels(proc.preprocess_one(a))
+    else:
+        TALLY.bad(lambda: proc.preprocess_one(a))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_processor_nan_and_inf_everywhere_are_refused(bad):
+    for dtype in (np.float16, np.float32, np.float64):
+        a = np.full((8, 8, 3), 0.5, dtype)
+        a[3, 4, 1] = bad
+        err = TALLY.bad(lambda a=a: PROCESSORS["resize"].preprocess_one(a))
+        assert "NaN or infinite" in str(err)
+
+
+def test_processor_batch_of_wrong_rank_is_a_value_error():
+    for shape in [(2, 3, 4, 5, 3), (1, 1, 1, 1, 1, 1), ()]:
+        TALLY.bad(lambda s=shape: PROCESSORS["crop"](np.zeros(s, np.uint8)))
+
+
+_PIL_MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16", "I;16B",
+              "F", "LA", "La", "PA", "RGBa", "RGBX"]
+
+
+@FUZZ
+@given(mode=st.sampled_from(_PIL_MODES), w=st.integers(1, 40), h=st.integers(1, 40),
+       seed=st.integers(0, 2**16))
+def test_processor_any_pil_mode_and_size(mode, w, h, seed):
+    """Every Pillow mode, random content (float images may hold NaN/inf), tiny to small sizes."""
+    n = len(Image.new(mode, (w, h)).tobytes())
+    raw = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+    im = Image.frombytes(mode, (w, h), raw)
+    for proc in PROCESSORS.values():
+        _check_pixels(proc.preprocess_one(im))
+
+
+# Pairs Pillow can write; reading them back must always work.
+_FILE_KINDS = [("PNG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("PNG", "I;16"),
+               ("PNG", "1"), ("JPEG", "RGB"), ("JPEG", "L"), ("JPEG", "CMYK"), ("BMP", "RGB"),
+               ("BMP", "P"), ("GIF", "P"), ("TIFF", "RGB"), ("TIFF", "F"), ("TIFF", "CMYK"),
+               ("WEBP", "RGB"), ("WEBP", "RGBA"), ("PPM", "RGB")]
+
+
+_EXT = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif",
+        "WEBP": ".webp", "PPM": ".ppm"}
+
+
+@FUZZ
+@given(data=st.data(), fmt_mode=st.sampled_from(_FILE_KINDS), w=st.integers(1, 48),
+       h=st.integers(1, 48), seed=st.integers(0, 2**16))
+def test_processor_image_files_fuzz(tmp_path_factory, data, fmt_mode, w, h, seed):
+    """Image files of every format, intact or damaged: pixels, or a ValueError naming the file."""
+    fmt, mode = fmt_mode
+    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    im = Image.fromarray(a).convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    good = buf.getvalue()
+    kind, corrupt = data.draw(corruptions(len(good)))
+    path = tmp_path_factory.mktemp("img") / f"x{_EXT[fmt]}"
+    path.write_bytes(corrupt(good))
+    proc = PROCESSORS[data.draw(st.sampled_from(sorted(PROCESSORS)))]
+    if kind in ("none", "append"):
+        _check_pixels(proc.preprocess_one(str(path)))
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns about some damage; see the CLI test
+        out = TALLY.bad(lambda: proc.preprocess_one(str(path)), str(path), allow_success=True)
+    if not isinstance(out, Exception):
+        _check_pixels(out)  # damage a decoder cannot see (pixel data) still gives valid pixels
+
+
+def test_thin_strip_is_not_blown_up_by_the_shortest_edge_resize():
+    """A 1 x 400000 strip would be resized to 64 x 25.6M pixels by HF's shortest-edge rule."""
+    strip = np.zeros((1, 400_000, 3), np.uint8)
+    err = TALLY.bad(lambda: PROCESSORS["crop"].preprocess_one(strip))
+    assert "MAX_IMAGE_PIXELS" in str(err)
+    _check_pixels(PROCESSORS["resize"].preprocess_one(strip))  # a straight resize is fine
+
+
+@pytest.mark.parametrize("options", [
+    {"size": {"shortest_edge": 10**6}}, {"crop_size": {"height": 10**5, "width": 10**5}},
+    {"size": {"height": -3, "width": 5}}, {"size": "big"}, {"crop_size": [1.5, 2]},
+    {"resample": 99}, {"image_std": [0, 1, 1]}, {"image_mean": [0.5, 0.5]},
+])
+def test_absurd_preprocessor_config_is_refused(tmp_path, options):
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(options))
+    TALLY.bad(lambda: MobileNetV1ImageProcessor.from_pretrained(tmp_path))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _summary():
+    yield
+    TALLY.write()

@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 from conftest import cli, fixture_path
+from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
 
-from converters.slim import save_slim_checkpoint
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model
 from tf_mobilenet_v1.architecture import hidden_state_names
 from tf_mobilenet_v1.loaders.dispatch import PretrainedWarning, load_any
@@ -146,6 +146,27 @@ def test_new_num_labels_gets_a_fresh_head():
                                   base.get_layer("Conv2d_13_pointwise").conv.kernel.numpy())
 
 
+@pytest.mark.parametrize("form", ["hf_dir", "safetensors", "keras", "slim"])
+def test_num_labels_gives_a_fresh_head_from_every_form(tmp_path, form):
+    """The README's fine-tuning line holds for each source: the backbone loads, the head is
+    new (with one warning), whatever the form."""
+    from conftest import tiny_model
+    from tf_mobilenet_v1.converters.hf import save_hf
+    from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
+
+    base = tiny_model(seed=2)
+    src = str(tmp_path / {"hf_dir": "hf", "safetensors": "m.safetensors", "keras": "m.keras",
+                          "slim": "m.ckpt"}[form])
+    {"keras": base.save, "slim": lambda p: save_slim_checkpoint(base, p)}.get(
+        form, lambda p: save_hf(base, p))(src)
+    with pytest.warns(PretrainedWarning, match="1001 classes; the new 10-class Logits head"):
+        model = MobileNetV1ForImageClassification.from_pretrained(src, num_labels=10)
+    assert model.output_shape == (None, 10) and model.config.id2label[3] == "LABEL_3"
+    for layer in ("Conv2d_0", "Conv2d_13_pointwise"):
+        np.testing.assert_array_equal(model.get_layer(layer).conv.kernel.numpy(),
+                                      base.get_layer(layer).conv.kernel.numpy())
+
+
 def test_wrong_alpha_names_the_tensor_and_both_shapes():
     with pytest.raises(ValueError) as e:
         MobileNetV1ForImageClassification.from_pretrained(
@@ -254,8 +275,7 @@ def test_hugging_face_sources_go_to_loaders_hf(tmp_path, monkeypatch):
 
 def test_hugging_face_round_trip_through_converters_hf(tmp_path):
     from conftest import randomize
-
-    from converters.hf import save_hf
+    from tf_mobilenet_v1.converters.hf import save_hf
 
     model = randomize(MobileNetV1ForImageClassification(depth_multiplier=0.25, image_size=32,
                                                         num_labels=6), 5)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import fixture_path, randomize, tiny_model
+from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
 
-from converters.slim import save_slim_checkpoint
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model, layer_specs
 from tf_mobilenet_v1.architecture import model_weight_shapes
 from tf_mobilenet_v1.loaders.slim import read_slim, slim_name_map

@@ -9,9 +9,8 @@ import os
 import numpy as np
 import pytest
 from conftest import fixture_path, require_module
-
-from converters import tflite as tfl
-from converters import tflite_metadata as tfm
+from tf_mobilenet_v1.converters import tflite as tfl
+from tf_mobilenet_v1.converters import tflite_metadata as tfm
 
 require_module("ai_edge_litert")
 
@@ -121,7 +120,7 @@ def test_logits_and_feature_vector_metadata(models):
 
 
 def test_metadata_does_not_change_the_model(models, tiny):
-    from converters.tflite_inspect import run_tflite, tflite_op_names
+    from tf_mobilenet_v1.converters.tflite_inspect import run_tflite, tflite_op_names
 
     with open(models["float"], "rb") as f:
         data = f.read()

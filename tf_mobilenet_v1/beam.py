@@ -69,7 +69,7 @@ def _keras_classifier(weights: str, preprocessing: str) -> _Classifier:
 
 
 def _tflite_classifier(path: str, preprocessing: str) -> _Classifier:
-    from converters.tflite_inspect import make_interpreter, output_kind
+    from tf_mobilenet_v1.converters.tflite_inspect import make_interpreter, output_kind
 
     from .outputs import logits_from_probabilities
     from .preprocessing import get_preprocessor

@@ -44,7 +44,7 @@ def _beam(args) -> int:
 
 
 def _convert(args) -> int:
-    from converters.convert import convert
+    from tf_mobilenet_v1.converters.convert import convert
 
     out = convert(args.src, args.dst, force=args.force, use_ema=args.use_ema)
     print(f"wrote {out}")
@@ -52,7 +52,7 @@ def _convert(args) -> int:
 
 
 def _export(args) -> int:
-    from converters.export import export
+    from tf_mobilenet_v1.converters.export import export
 
     export(args.src, args.out, format=args.format, quantize=args.quantize,
            io_type=args.io_type, image_size=args.image_size,

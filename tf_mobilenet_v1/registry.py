@@ -148,7 +148,8 @@ def verify_download(entry: OfficialCheckpoint, path: str) -> None:
                          f"({first}); {delete}") from None
 
 
-# Shipped inside the package (converted by ``python -m converters.bundle``): no download needed.
+# Shipped inside the package (converted by ``python -m tf_mobilenet_v1.converters.bundle``):
+# no download needed.
 BUNDLED = {"mobilenet_v1_1.0_224": os.path.join("weights", "mobilenet_v1_1.0_224")}
 
 

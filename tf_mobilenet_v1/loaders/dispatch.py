@@ -50,13 +50,21 @@ def _is_hf(path: str) -> bool:
     return is_hf_source(path)
 
 
-def _load_hf(path: str, cls, config_overrides: dict, model_kwargs: dict):
-    from .hf import load_hf
+# Overrides that only help read a config-less state dict (its shapes fix the rest).
+_HF_INFERENCE_HINTS = ("depth_multiplier", "min_depth", "num_channels")
 
-    model = load_hf(path, cls, **config_overrides)
-    if model_kwargs:
-        model = _assemble(cls, model_source(model, path), {}, model_kwargs)
-    return model
+
+def _load_hf(path: str, cls, config_overrides: dict, model_kwargs: dict):
+    """An HF source as it is (its own config, head or not), then, when asked for anything
+    else, the one assembly step: its head policy and override checks, as for every form."""
+    from .hf import has_classifier, load_hf
+
+    if not config_overrides and not model_kwargs:
+        return load_hf(path, cls)
+    own = MobileNetV1ForImageClassification if has_classifier(path) else MobileNetV1Model
+    hints = {k: v for k, v in config_overrides.items() if k in _HF_INFERENCE_HINTS}
+    return _assemble(cls, model_source(load_hf(path, own, **hints), path), config_overrides,
+                     model_kwargs)
 
 
 def _resolve(name_or_path) -> tuple[str, str | None]:

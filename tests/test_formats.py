@@ -1,4 +1,5 @@
-"""Bad inputs, fuzzed: the image processor, the state-dict importer and every checkpoint reader.
+"""Every weights form against one contract, fuzzed: damaged files of each form (the table
+``KINDS``), the state-dict importer and sharded Hugging Face indexes.
 
 The contract checked throughout: a good input gives a correct result; a bad one ends in a
 ``ValueError`` (``OSError`` for a missing file) whose first line says what is wrong and, for
@@ -9,14 +10,12 @@ distinct error message seen is tallied; set ``HARDENING_SUMMARY_DIR`` to get the
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import importlib.util
 import io
 import json
 import math
 import os
-import re
 import shutil
 import tarfile
 import warnings
@@ -24,60 +23,27 @@ import warnings
 import numpy as np
 import pytest
 from conftest import cli, randomize, tiny_model
-from hypothesis import HealthCheck, given, settings
+from hostile import FUZZ, Tally, corruptions
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-from PIL import Image
+from tf_mobilenet_v1.converters.hf import keras_to_state_dict, save_hf
+from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
 
-from converters.hf import keras_to_state_dict, save_hf
-from converters.slim import save_slim_checkpoint
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification
 from tf_mobilenet_v1.loaders import hf as hf_loader
 from tf_mobilenet_v1.loaders.dispatch import load_any
 from tf_mobilenet_v1.loaders.hf import state_dict_to_keras
 from tf_mobilenet_v1.loaders.tf_checkpoint import DATA_SUFFIX, read_checkpoint
-from tf_mobilenet_v1.preprocessing import MobileNetV1ImageProcessor, get_preprocessor
 
 SIZE = 32
 # Hypothesis prints the (large) state-dict fixtures it is given when it reports an example.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
-FUZZ = settings(max_examples=40, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 # ----------------------------------------------------------------- the tally
-class Tally:
-    """Counts bad inputs tried and the distinct (path- and number-free) error messages seen."""
-
-    def __init__(self, name: str):
-        self.name, self.tried, self.messages = name, 0, collections.Counter()
-        self.undetected = 0  # damage a format cannot see (e.g. a flipped weight byte)
-
-    def bad(self, fn, *names: str, allow_success: bool = False):
-        """Run ``fn`` on a bad input; return its result when it may succeed, else the error's
-        first line (checked: a clean type, one meaningful line, naming one of ``names``)."""
-        self.tried += 1
-        try:
-            result = fn()
-        except Exception as e:  # noqa: BLE001 - the point is to look at whatever comes out
-            first = check_clean(e, names)
-            self.messages[normalize(first)] += 1
-            return e
-        assert allow_success, f"no error for a bad input (expected one naming {names})"
-        self.undetected += 1
-        return result
-
-    def write(self):
-        out = os.environ.get("HARDENING_SUMMARY_DIR")
-        if out:
-            os.makedirs(out, exist_ok=True)
-            with open(os.path.join(out, f"{self.name}.json"), "w") as f:
-                json.dump({"tried": self.tried, "undetected": self.undetected,
-                           "distinct_messages": len(self.messages),
-                           "messages": dict(self.messages.most_common())}, f, indent=1)
 
 
-TALLY = Tally("inputs")
+TALLY = Tally("formats")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -86,215 +52,7 @@ def _summary():
     TALLY.write()
 
 
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\"():;,]+)+")
-_NUMBER = re.compile(r"\d+")
-
-
-def normalize(message: str) -> str:
-    return _NUMBER.sub("N", _PATH.sub("<path>", message))
-
-
-def check_clean(e: BaseException, names=()) -> str:
-    """Assert ``e`` is an error a user can act on; return its first line."""
-    assert isinstance(e, (ValueError, OSError)), f"raw {type(e).__module__}.{type(e).__name__}: {e}"
-    module = type(e).__module__
-    assert module == "builtins" or module.startswith(("tf_mobilenet_v1", "converters")), \
-        f"library exception {module}.{type(e).__name__} leaked: {e}"
-    assert not isinstance(e, UnicodeError), f"raw UnicodeError leaked: {e}"
-    text = str(e).strip()
-    first = text.splitlines()[0] if text else ""
-    assert len(first) > 20, f"uninformative message {first!r} ({type(e).__name__})"
-    assert "Traceback" not in text
-    if names:
-        assert any(str(n) in first for n in names), f"{first!r} names none of {names}"
-    return first
-
-
 # ----------------------------------------------------------------- image processor
-def _processors():
-    return {"resize": get_preprocessor("resize", SIZE), "crop": get_preprocessor("crop", SIZE)}
-
-
-PROCESSORS = _processors()
-
-
-def _valid_array(a: np.ndarray) -> bool:
-    """The documented contract of ``array_to_rgb`` (HF's conventions), as an oracle."""
-    shape = a.shape
-    if a.ndim == 3 and shape[-1] not in (1, 3, 4) and shape[0] in (1, 3, 4):
-        shape = shape[1:] + shape[:1]  # channels first
-    if len(shape) == 2:
-        shape = (*shape, 1)
-    if len(shape) != 3 or shape[-1] not in (1, 3, 4) or shape[0] == 0 or shape[1] == 0:
-        return False
-    if a.dtype in (np.uint8, np.uint16, np.bool_):
-        return True
-    if np.issubdtype(a.dtype, np.integer):
-        return bool(a.min() >= 0 and a.max() <= 255)
-    if not np.issubdtype(a.dtype, np.floating):
-        return False
-    with np.errstate(all="ignore"):
-        if not np.isfinite(a).all():
-            return False
-        if np.allclose(a, np.round(a)):  # whole numbers (within float noise): 0..255
-            return bool(a.min() >= 0 and a.max() <= 255)
-        return bool(a.min() >= 0 and a.max() <= 1)
-
-
-def _check_pixels(x: np.ndarray):
-    assert x.shape == (SIZE, SIZE, 3) and x.dtype == np.float32
-    assert np.isfinite(x).all() and x.min() >= -1.0 and x.max() <= 1.0
-
-
-_DTYPES = [np.uint8, np.uint16, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32,
-           np.float64, np.bool_, np.complex64]
-
-
-@st.composite
-def image_arrays(draw):
-    dtype = np.dtype(draw(st.sampled_from(_DTYPES)))
-    side = st.integers(0, 24)
-    shape = draw(st.one_of(
-        st.tuples(side, side),
-        st.tuples(side, side, st.sampled_from([1, 2, 3, 4, 5])),
-        st.tuples(st.sampled_from([1, 3, 4]), side, side),
-        st.lists(st.integers(0, 6), min_size=0, max_size=5).map(tuple),
-    ))
-    if dtype.kind == "f":
-        elements = draw(st.sampled_from([
-            st.floats(0, 1, width=dtype.itemsize * 8),
-            st.integers(0, 255).map(float),
-            st.floats(width=dtype.itemsize * 8),  # anything: NaN, inf, negatives, huge
-        ]))
-    elif dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        elements = draw(st.sampled_from([st.integers(0, min(255, info.max)),
-                                         st.integers(info.min, info.max)]))
-    else:
-        elements = None
-    return draw(hnp.arrays(dtype, shape, elements=elements))
-
-
-@FUZZ
-@given(a=image_arrays(), mode=st.sampled_from(sorted(PROCESSORS)))
-def test_processor_arrays_valid_or_value_error(a, mode):
-    """Any array: a valid image gives finite (S, S, 3) pixels in [-1, 1], anything else a
-    ValueError saying what is wrong with it."""
-    proc = PROCESSORS[mode]
-    if _valid_array(a):
-        _check_pixels(proc.preprocess_one(a))
-    else:
-        TALLY.bad(lambda: proc.preprocess_one(a))
-
-
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_processor_nan_and_inf_everywhere_are_refused(bad):
-    for dtype in (np.float16, np.float32, np.float64):
-        a = np.full((8, 8, 3), 0.5, dtype)
-        a[3, 4, 1] = bad
-        err = TALLY.bad(lambda a=a: PROCESSORS["resize"].preprocess_one(a))
-        assert "NaN or infinite" in str(err)
-
-
-def test_processor_batch_of_wrong_rank_is_a_value_error():
-    for shape in [(2, 3, 4, 5, 3), (1, 1, 1, 1, 1, 1), ()]:
-        TALLY.bad(lambda s=shape: PROCESSORS["crop"](np.zeros(s, np.uint8)))
-
-
-_PIL_MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16", "I;16B",
-              "F", "LA", "La", "PA", "RGBa", "RGBX"]
-
-
-@FUZZ
-@given(mode=st.sampled_from(_PIL_MODES), w=st.integers(1, 40), h=st.integers(1, 40),
-       seed=st.integers(0, 2**16))
-def test_processor_any_pil_mode_and_size(mode, w, h, seed):
-    """Every Pillow mode, random content (float images may hold NaN/inf), tiny to small sizes."""
-    n = len(Image.new(mode, (w, h)).tobytes())
-    raw = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
-    im = Image.frombytes(mode, (w, h), raw)
-    for proc in PROCESSORS.values():
-        _check_pixels(proc.preprocess_one(im))
-
-
-# Pairs Pillow can write; reading them back must always work.
-_FILE_KINDS = [("PNG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("PNG", "I;16"),
-               ("PNG", "1"), ("JPEG", "RGB"), ("JPEG", "L"), ("JPEG", "CMYK"), ("BMP", "RGB"),
-               ("BMP", "P"), ("GIF", "P"), ("TIFF", "RGB"), ("TIFF", "F"), ("TIFF", "CMYK"),
-               ("WEBP", "RGB"), ("WEBP", "RGBA"), ("PPM", "RGB")]
-_EXT = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif",
-        "WEBP": ".webp", "PPM": ".ppm"}
-
-
-@st.composite
-def corruptions(draw, size: int):
-    """``(name, function bytes -> bytes)``: truncation, byte flips, junk, or nothing."""
-    kind = draw(st.sampled_from(["none", "truncate", "flip", "junk_head", "empty", "append"]))
-    if kind == "truncate":
-        cut = draw(st.integers(0, max(0, size - 1)))
-        return kind, lambda b: b[:cut]
-    if kind == "flip":
-        spots = draw(st.lists(st.tuples(st.integers(0, max(0, size - 1)), st.integers(1, 255)),
-                              min_size=1, max_size=8))
-
-        def flip(b):
-            b = bytearray(b)
-            for at, x in spots:
-                b[at % len(b)] ^= x
-            return bytes(b)
-        return kind, flip
-    if kind == "junk_head":
-        junk = draw(st.binary(min_size=1, max_size=64))
-        return kind, lambda b: junk + b[len(junk):]
-    if kind == "empty":
-        return kind, lambda b: b""
-    if kind == "append":
-        tail = draw(st.binary(min_size=1, max_size=64))
-        return kind, lambda b: b + tail
-    return kind, lambda b: b
-
-
-@FUZZ
-@given(data=st.data(), fmt_mode=st.sampled_from(_FILE_KINDS), w=st.integers(1, 48),
-       h=st.integers(1, 48), seed=st.integers(0, 2**16))
-def test_processor_image_files_fuzz(tmp_path_factory, data, fmt_mode, w, h, seed):
-    """Image files of every format, intact or damaged: pixels, or a ValueError naming the file."""
-    fmt, mode = fmt_mode
-    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    im = Image.fromarray(a).convert(mode)
-    buf = io.BytesIO()
-    im.save(buf, format=fmt)
-    good = buf.getvalue()
-    kind, corrupt = data.draw(corruptions(len(good)))
-    path = tmp_path_factory.mktemp("img") / f"x{_EXT[fmt]}"
-    path.write_bytes(corrupt(good))
-    proc = PROCESSORS[data.draw(st.sampled_from(sorted(PROCESSORS)))]
-    if kind in ("none", "append"):
-        _check_pixels(proc.preprocess_one(str(path)))
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Pillow warns about some damage; see the CLI test
-        out = TALLY.bad(lambda: proc.preprocess_one(str(path)), str(path), allow_success=True)
-    if not isinstance(out, Exception):
-        _check_pixels(out)  # damage a decoder cannot see (pixel data) still gives valid pixels
-
-
-def test_thin_strip_is_not_blown_up_by_the_shortest_edge_resize():
-    """A 1 x 400000 strip would be resized to 64 x 25.6M pixels by HF's shortest-edge rule."""
-    strip = np.zeros((1, 400_000, 3), np.uint8)
-    err = TALLY.bad(lambda: PROCESSORS["crop"].preprocess_one(strip))
-    assert "MAX_IMAGE_PIXELS" in str(err)
-    _check_pixels(PROCESSORS["resize"].preprocess_one(strip))  # a straight resize is fine
-
-
-@pytest.mark.parametrize("options", [
-    {"size": {"shortest_edge": 10**6}}, {"crop_size": {"height": 10**5, "width": 10**5}},
-    {"size": {"height": -3, "width": 5}}, {"size": "big"}, {"crop_size": [1.5, 2]},
-    {"resample": 99}, {"image_std": [0, 1, 1]}, {"image_mean": [0.5, 0.5]},
-])
-def test_absurd_preprocessor_config_is_refused(tmp_path, options):
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps(options))
-    TALLY.bad(lambda: MobileNetV1ImageProcessor.from_pretrained(tmp_path))
 
 
 # ----------------------------------------------------------------- a tiny model, every format
@@ -666,57 +424,5 @@ def test_sharded_index_errors(sources, tmp_path):
 
 
 # ----------------------------------------------------------------- command-line misuse
-def _run_cli(args) -> tuple[int, str]:
-    run = cli(*args)
-    return run.returncode, run.stderr
 
 
-@FUZZ
-@given(variant=st.one_of(
-    st.text(max_size=30),
-    st.from_regex(r"mobilenet_v1_[-+0-9.eEinfa]{0,8}_[-+0-9.]{0,7}(_quant)?", fullmatch=True)))
-def test_cli_info_any_variant_name(variant):
-    """``info`` with any string: a summary, or exit 1 with one line (2 for argparse misuse)."""
-    rc, err = _run_cli(["info", variant])
-    assert rc in (0, 1, 2), rc
-    if rc == 1:
-        TALLY.tried += 1
-        TALLY.messages[normalize(err.strip())] += 1
-        assert err.startswith("mobilenet-v1: error: ") and err.count("\n") == 1, err
-
-
-@pytest.mark.parametrize("args, code, text", [
-    (["predict", "IMG", "--top-k", "0"], 2, "--top-k"),
-    (["predict", "IMG", "--batch-size", "-3"], 2, "--batch-size"),
-    (["predict", "IMG", "--preprocessing", "magic"], 2, "invalid choice"),
-    (["predict", "IMG", "--weights", "mobilenet_v1_9_999"], 1, "unknown official checkpoint"),
-    (["predict", "IMG", "--weights", "nowhere/model.keras"], 1, "does not exist"),
-    (["export", "SRC", "OUT/m.tflite", "--image-size", "5"], 1, "--image-size"),
-    (["export", "SRC", "OUT/m.tflite", "--quantize", "int8"], 1, "calibration"),
-    (["export", "SRC", "OUT/m.tflite", "--io-type", "uint8"], 1, "--quantize int8"),
-    (["export", "SRC", "OUT/m.tflite", "--calibration-dir", "OUT"], 1, "int8"),
-    (["export", "SRC", "OUT/sm", "--format", "saved_model", "--quantize", "float16"], 1,
-     "TFLite only"),
-    (["export", "SRC", "OUT/m.onnx"], 1, "must end in .tflite"),
-    (["convert", "SRC", "OUT/m.onnx"], 1, "cannot tell the output format"),
-    (["convert", "SRC", ""], 1, "output path is empty"),
-    (["convert", "SRC", "OUT/m.keras/"], 1, "named like a file"),
-    (["convert", "SRC", "OUT/m.keras", "--use-ema"], 1, "use_ema"),
-    (["convert", "OUT/missing.keras", "OUT/m.keras"], 1, "does not exist"),
-    (["info", "resnet_50"], 1, "unknown variant"),
-])
-def test_cli_misuse_is_one_line_and_writes_nothing(sources, tmp_path, args, code, text):
-    img = tmp_path / "x.png"
-    Image.new("RGB", (8, 8)).save(img)
-    out = tmp_path / "out"
-    out.mkdir()
-    args = [a.replace("IMG", str(img)).replace("SRC", str(sources / "m.keras"))
-            .replace("OUT", str(out)) for a in args]
-    rc, err = _run_cli(args)
-    TALLY.tried += 1
-    TALLY.messages[normalize(err.strip().splitlines()[-1])] += 1
-    assert rc == code and text in err, (rc, err)
-    assert re.match(r"mobilenet-v1( \w+)?: error: ", err.strip().splitlines()[-1]), err
-    if code == 1:
-        assert err.count("\n") == 1
-    assert os.listdir(out) == [] and sorted(os.listdir(tmp_path)) == ["out", "x.png"]

@@ -1,5 +1,5 @@
 """Crafted checkpoint indexes: entries that make TensorFlow's bundle reader abort the process
-are refused in one line before TensorFlow sees them (hardening round two)."""
+are refused in one line before TensorFlow sees them (``loaders/ckpt_index.py``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import sys
 import pytest
 from conftest import tiny_model
 from hostile import run_cli_many
-
-from converters.slim import save_slim_checkpoint
+from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
 
 MAGIC = 0xDB4775248B80FB57
 
