@@ -158,6 +158,38 @@ def cli(*args, env: dict | None = None, cwd=None, keep_warnings: bool = False) -
     return Run(code, out.getvalue(), err.getvalue())
 
 
+# ----------------------------------------------------------------- what a folder holds
+def snapshot(root) -> dict[str, tuple]:
+    """Every path under ``root``, temporaries included: ``(sha256, mtime_ns)`` for a file,
+    ``("->", target)`` for a symlink, ``("dir",)`` for a directory. Equal snapshots: nothing
+    was added, removed, rewritten or touched."""
+    import hashlib
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                out[rel] = ("->", os.readlink(p))
+            elif os.path.isfile(p):
+                with open(p, "rb") as f:
+                    out[rel] = (hashlib.sha256(f.read()).hexdigest(), os.stat(p).st_mtime_ns)
+            else:
+                out[rel] = ("dir",)
+    return out
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Write each tally of bad inputs (``hostile.Tally``) that counted anything."""
+    import sys as _sys
+
+    hostile = _sys.modules.get("hostile")
+    for tally in getattr(hostile, "TALLIES", ()):
+        if tally.tried:
+            tally.write()
+
+
 # ----------------------------------------------------------------- stand-ins
 class QuickArchive:
     """Stands for keras' ExportArchive in tests of how a SavedModel is written (tracing, which

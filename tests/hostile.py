@@ -98,11 +98,15 @@ def leftovers(directory) -> list[str]:
     return sorted(n for n in os.listdir(directory) if n.endswith((".tmp", ".old")))
 
 
+TALLIES: list = []  # written at the end of the session (conftest.pytest_sessionfinish)
+
+
 class Tally:
     """Counts bad inputs tried and the distinct (path- and number-free) error messages seen."""
 
     def __init__(self, name: str):
         self.name, self.tried, self.messages = name, 0, collections.Counter()
+        TALLIES.append(self)
         self.undetected = 0  # damage a format cannot see (e.g. a flipped weight byte)
 
     def bad(self, fn, *names: str, allow_success: bool = False):

@@ -269,7 +269,10 @@ def test_readme_first_command_in_a_fresh_venv_without_network(tmp_path):
     env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path),
            "KERAS_HOME": str(tmp_path / "empty_keras_home"), "TF_CPP_MIN_LOG_LEVEL": "3",
            **blocked}
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+    # --ignore-installed: the test environment's own copy (on the .pth path) must neither
+    # satisfy the install nor be uninstalled by it.
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed",
+                    str(wheel)],
                    check=True, env=env, cwd=tmp_path, timeout=600, capture_output=True)
     code = "import tf_mobilenet_v1; print(tf_mobilenet_v1.__file__)"
     where = subprocess.run([str(py), "-c", code], capture_output=True, text=True, env=env,

@@ -5,7 +5,6 @@ output, two runs racing for one output, and --force aimed at a directory that is
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import QuickArchive, cli, fixture_path, tiny_model
+from conftest import QuickArchive, cli, fixture_path, snapshot, tiny_model
 from hostile import child_env, leftovers, run_cli_many, run_process
 
 from tf_mobilenet_v1 import fileio
@@ -87,16 +86,6 @@ OUTPUTS = {
 }
 
 
-def _snapshot(root) -> dict[str, str]:
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
 def _args(name, src, dst, *extra):
     args = [OUTPUTS[name], src, dst, *extra]
     if name == "sm":
@@ -123,7 +112,7 @@ def test_full_disk_mid_write(tmp_path, src, names):
     out.mkdir()
     for name in names:  # good outputs, written here: no limit, so no child needed
         assert cli(*_args(name, src, out / name)).returncode == 0, name
-    before = _snapshot(out)
+    before = snapshot(out)
     # One child for both limited passes (TensorFlow is imported once): into a new directory,
     # then --force over the good outputs.
     n = len(names)
@@ -137,7 +126,7 @@ def test_full_disk_mid_write(tmp_path, src, names):
     assert not (tmp_path / "new").exists(), "a failed write left its parent directories"
     for name, run in zip(names, runs[n:], strict=True):
         assert "File too large" in run.one_line_error(), name
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     assert leftovers(out) == []
 
 
@@ -149,12 +138,12 @@ def test_force_export_that_fails_keeps_both_model_and_labels(tmp_path, src):
     out = tmp_path / "out"
     out.mkdir()
     assert cli("export", other_src, out / "m.tflite").returncode == 0
-    before = _snapshot(out)
+    before = snapshot(out)
     assert (out / "labels.txt").read_text() == "a\nb\nc\n"
     line = run_process("export", src, out / "m.tflite", "--force",
                        file_size_limit=20_000).one_line_error()
     assert "cannot write" in line
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     assert leftovers(out) == []
 
 
@@ -164,7 +153,7 @@ def test_two_file_output_is_replaced_as_a_unit(tmp_path, monkeypatch):
     for path in dsts:
         with open(path, "w") as f:
             f.write("old " + path)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     real_replace = os.replace
     calls = []
 
@@ -181,7 +170,7 @@ def test_two_file_output_is_replaced_as_a_unit(tmp_path, monkeypatch):
                 with open(tmp, "w") as f:
                     f.write("new")
     assert dsts[0] in calls  # the first new file was in place before the failure
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.slow

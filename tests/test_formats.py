@@ -46,11 +46,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 TALLY = Tally("formats")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _summary():
-    yield
-    TALLY.write()
-
 
 # ----------------------------------------------------------------- image processor
 

@@ -28,7 +28,7 @@ import zlib
 import keras
 import numpy as np
 import pytest
-from conftest import cli, fixture_path, require_module, tiny_model
+from conftest import cli, fixture_path, require_module, snapshot, tiny_model
 from hostile import Tally, check_clean, peak_load_mib
 from PIL import Image
 from tf_mobilenet_v1.converters import hf
@@ -46,11 +46,6 @@ TALLY = Tally("untrusted")
 # torch warns that the weights-only unpickler meets protocol 5 (our crafted pickles); it refuses.
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _summary():
-    yield
-    TALLY.write()
 
 
 @pytest.fixture(scope="module")
@@ -70,23 +65,6 @@ def good(tiny, tmp_path_factory):
     hf.save_hf(tiny, root / "hf")
     tiny.save(root / "m.keras")
     return root
-
-
-def _tree(root) -> dict[str, tuple | str]:
-    """Every path under ``root`` with its size and mtime (files) or link target (symlinks)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            if os.path.islink(p):
-                out[rel] = "-> " + os.readlink(p)
-            elif os.path.isfile(p):
-                st = os.stat(p)
-                out[rel] = (st.st_size, st.st_mtime_ns)
-            else:
-                out[rel] = "dir"
-    return out
 
 
 def _cli(*args) -> tuple[int, str]:
@@ -382,14 +360,14 @@ def test_tarballs_never_write_outside(scratch, good, capsys):
     outside = scratch / "outside"
     outside.mkdir()
     cases = _evil_tarballs(scratch, good)
-    before = _tree(scratch.parent)
+    before = snapshot(scratch.parent)
     for name, (path, loadable) in cases.items():
         if loadable:
             model = load_any(path)  # read from memory, by base name: harmless
             assert model.config.num_labels == 5
         else:
             TALLY.bad(lambda p=path: load_any(p), path)
-        assert _tree(scratch.parent) == before, f"{name} wrote something"
+        assert snapshot(scratch.parent) == before, f"{name} wrote something"
     rc, err = _cli("convert", cases["symlink_dir"][0], scratch / "out.keras")
     assert rc == 0 and (scratch / "out.keras").exists()
     assert os.listdir(outside) == [] and os.listdir(scratch / "tmp") == []

@@ -552,8 +552,3 @@ def test_absurd_preprocessor_config_is_refused(tmp_path, options):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(options))
     TALLY.bad(lambda: MobileNetV1ImageProcessor.from_pretrained(tmp_path))
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _summary():
-    yield
-    TALLY.write()

@@ -17,18 +17,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import QuickArchive, cli, tiny_model
+from conftest import QuickArchive, cli, snapshot, tiny_model
 from hostile import Tally, normalize
 
 from tf_mobilenet_v1.loaders.dispatch import load_any
 
 TALLY = Tally("outputs")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _summary():
-    yield
-    TALLY.write()
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +33,6 @@ def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("src") / "tiny.keras"
     model.save(path)
     return model, str(path)
-
-
-def _snapshot(root) -> dict[str, tuple]:
-    """Every file under ``root`` (temporaries included): content and modification time."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            if os.path.isfile(p):
-                with open(p, "rb") as f:
-                    out[rel] = (f.read(), os.stat(p).st_mtime_ns)
-            else:
-                out[rel] = ("dir",)
-    return out
 
 
 def _cli(*args) -> tuple[int, str]:
@@ -222,13 +202,13 @@ def test_writer_never_overwrites_or_leaves_partial_output(tiny, tmp_path, capsys
     rc, err = _write(via, capsys, command, src, dst)
     assert rc == 0, err
     assert sorted(os.listdir(out)) == sorted(parts)
-    before = _snapshot(out)
+    before = snapshot(out)
 
     # 3. without --force: exit 1, one line naming the path, nothing touched
     rc, err = _write(via, capsys, command, src, dst)
     assert rc == 1 and err.count("\n") == 1 and "already exists" in err and "force" in err
     assert dst.rstrip(os.sep) in err
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
     # 4. --force, then the write fails half-way (an error, or Ctrl-C): the old output stays
     for exc, code in ((DiskFull(), 1), (KeyboardInterrupt(), 130)):
@@ -236,7 +216,7 @@ def test_writer_never_overwrites_or_leaves_partial_output(tiny, tmp_path, capsys
             breaker(m, exc)
             rc, err = _write(via, capsys, command, src, dst, "--force")
         assert rc == code, err
-        assert _snapshot(out) == before, f"{writer}: {type(exc).__name__} changed the output"
+        assert snapshot(out) == before, f"{writer}: {type(exc).__name__} changed the output"
 
     # 5. --force with a working writer replaces it, and what it wrote loads back exactly
     time.sleep(0.01)
@@ -264,10 +244,10 @@ def test_existing_labels_with_other_names_are_kept(tiny, tmp_path, capsys):
     """TFLite's labels.txt beside the model: another model's labels need --force too."""
     _, src = tiny
     (tmp_path / "labels.txt").write_text("cat\ndog\n")
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     rc, err = _cli("export", src, tmp_path / "m.tflite")
     assert rc == 1 and "labels.txt already exists" in err
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_convert_to_an_unknown_form_writes_nothing(tiny, tmp_path, capsys):
