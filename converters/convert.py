@@ -12,6 +12,7 @@ import shutil
 import zipfile
 
 from tf_mobilenet_v1.fileio import atomic_output
+from tf_mobilenet_v1.formats import for_output
 
 
 def save_keras(model, dst: str, force: bool = False) -> str:
@@ -33,44 +34,12 @@ def save_keras(model, dst: str, force: bool = False) -> str:
     return dst
 
 
-_FILE_FORMS = (".keras", ".weights.h5", ".ckpt", ".safetensors", ".bin")
-
-
-_EXPORT_FORMS = (".tflite", ".pb", ".savedmodel", ".saved_model")
-
-
-def _writer(dst: str):
-    if dst.rstrip(os.sep).lower().endswith(_EXPORT_FORMS):
-        raise ValueError(f"{dst!r} is a deployment format: convert writes weights; use "
-                         f"`mobilenet-v1 export SRC {dst}` (TFLite or SavedModel) instead")
-    if dst.endswith(os.sep) and dst.rstrip(os.sep).endswith(_FILE_FORMS):
-        raise ValueError(f"{dst!r} ends in {os.sep} (a Hugging Face directory) but is named like "
-                         "a file; drop the slash to write that file, or name the directory "
-                         "without a file extension")
-    if dst.endswith((".keras", ".weights.h5")):
-        return save_keras
-    if dst.endswith(".ckpt"):
-        from .slim import save_slim_checkpoint
-
-        return save_slim_checkpoint
-    if dst.endswith((".safetensors", ".bin")) or dst.endswith(os.sep) or os.path.isdir(dst) \
-            or not os.path.splitext(dst)[1]:
-        from .hf import save_hf
-
-        return save_hf
-    raise ValueError(
-        f"cannot tell the output format of {dst!r}; use a name ending in .keras, .weights.h5, "
-        ".ckpt, .safetensors or .bin, or for a Hugging Face directory an existing directory or "
-        f"a name ending in {os.sep} (e.g. {dst}{os.sep})"
-    )
-
-
 def convert(src: str, dst: str, *, force: bool = False, use_ema: bool = False) -> str:
     """Convert ``src`` (registry name or any supported path) into ``dst``; return ``dst``."""
     from tf_mobilenet_v1.loaders.dispatch import load_any
 
-    writer = _writer(dst)  # fail on a bad destination before loading anything
+    form = for_output(dst)  # fail on a bad destination before loading anything
     if os.path.lexists(dst.rstrip(os.sep)) and not force:
         raise FileExistsError(f"{dst} already exists; pass --force to replace it")
     model = load_any(src, use_ema=use_ema)
-    return writer(model, dst.rstrip(os.sep) if dst != os.sep else dst, force=force)
+    return form.write(model, dst.rstrip(os.sep) if dst != os.sep else dst, force=force)

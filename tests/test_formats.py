@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from tf_mobilenet_v1.converters.hf import keras_to_state_dict, save_hf
 from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
 
-from tf_mobilenet_v1 import MobileNetV1ForImageClassification
+from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model, formats
+from tf_mobilenet_v1.errors import PretrainedWarning
 from tf_mobilenet_v1.loaders import hf as hf_loader
 from tf_mobilenet_v1.loaders.dispatch import load_any
 from tf_mobilenet_v1.loaders.hf import state_dict_to_keras
@@ -421,3 +422,73 @@ def test_sharded_index_errors(sources, tmp_path):
 # ----------------------------------------------------------------- command-line misuse
 
 
+
+
+
+# ----------------------------------------------------------------- the contract, per form
+FORM_FILES = {"keras": "m.keras", "weights_h5": "m.weights.h5", "hf_dir": "hf",
+              "safetensors": "m.safetensors", "bin": "m.bin", "slim_ckpt": "m.ckpt",
+              "tarball": "m.tgz", "frozen_pb": "m.pb"}
+FORM_PARAMS = [pytest.param(f.name, marks=pytest.mark.interop) if f.name == "bin" else f.name
+               for f in formats.FORMS]  # .bin needs torch, the [interop] extra
+
+
+def _write_form(name: str, model, root) -> str:
+    """``model`` in the form ``name`` under ``root``: through the form's own writer, or for
+    the read-only forms from a slim checkpoint as Google's releases are made."""
+    root.mkdir(parents=True)
+    path = str(root / FORM_FILES[name])
+    form = formats.BY_NAME[name]
+    if form.writer:
+        return form.write(model, path)
+    ckpt = formats.BY_NAME["slim_ckpt"].write(model, str(root / "m.ckpt"))
+    if name == "tarball":
+        with tarfile.open(path, "w:gz") as tar:
+            for suffix in (".index", DATA_SUFFIX):
+                tar.add(ckpt + suffix, arcname=f"m/m.ckpt{suffix}")
+    else:
+        raw = {k: v for k, v in read_checkpoint(ckpt).items() if k != "global_step"}
+        with open(path, "wb") as f:
+            f.write(_frozen_graph_bytes(raw))
+    return path
+
+
+def test_every_form_is_in_the_contract_tests():
+    assert sorted(FORM_FILES) == sorted(f.name for f in formats.FORMS)
+    damaged = {"keras", "weights_h5", "safetensors", "bin", "hf_config", "hf_weights",
+               "ckpt_index", "ckpt_data", "pb", "tgz_checkpoint", "tgz_graph"}
+    assert set(KINDS) == damaged  # every form's files, damaged, in test_damaged_file_of_...
+
+
+@pytest.mark.parametrize("name", FORM_PARAMS)
+def test_every_form_keeps_the_contract(tiny, tmp_path, name):
+    """Recognised as itself; read back bit-exact; the one head policy (keep, drop, fresh);
+    a wrong variant names the tensor; NaN weights are refused."""
+    path = _write_form(name, tiny, tmp_path / "good")
+    assert formats.recognise(path).name == name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # .weights.h5: image size unknown
+        _same_weights(load_any(path), tiny)
+        kept = MobileNetV1ForImageClassification.from_pretrained(path)
+        assert kept.config.num_labels == 5
+        _same_weights(kept, tiny)
+        with pytest.warns(PretrainedWarning, match="head \\(Logits\\) is left out on purpose"):
+            backbone = MobileNetV1Model.from_pretrained(path)
+        with pytest.warns(PretrainedWarning, match="5 classes; the new 3-class Logits head"):
+            fresh = MobileNetV1ForImageClassification.from_pretrained(path, num_labels=3)
+        for model in (backbone, fresh):
+            for layer in ("Conv2d_0", "Conv2d_13_pointwise"):
+                np.testing.assert_array_equal(model.get_layer(layer).conv.kernel.numpy(),
+                                              tiny.get_layer(layer).conv.kernel.numpy())
+        assert fresh.output_shape == (None, 3)
+        with pytest.raises(ValueError, match=r"has shape .* needs"):
+            MobileNetV1ForImageClassification.from_pretrained(path, depth_multiplier=0.5)
+
+        diverged = tiny_model(seed=11, image_size=SIZE, num_labels=5)
+        kernel = diverged.get_layer("Conv2d_3_pointwise").conv.kernel
+        value = np.asarray(kernel.numpy())
+        value.flat[7] = np.nan
+        kernel.assign(value)
+        bad = _write_form(name, diverged, tmp_path / "nan")
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            load_any(bad)

@@ -249,8 +249,15 @@ def test_hugging_face_sources_go_to_loaders_hf(tmp_path, monkeypatch):
 
     import tf_mobilenet_v1.loaders.hf as real
 
+    def hf_source(path, use_ema, overrides):  # the form's reader, on the stub's load_hf
+        from tf_mobilenet_v1.loaders.source import model_source
+
+        own = MobileNetV1ForImageClassification if real.has_classifier(path) \
+            else MobileNetV1Model
+        return model_source(load_hf(path, own), path)
+
     stub = types.SimpleNamespace(load_hf=load_hf, is_hf_source=real.is_hf_source,
-                                 has_classifier=real.has_classifier)
+                                 has_classifier=real.has_classifier, hf_source=hf_source)
     monkeypatch.setitem(sys.modules, "tf_mobilenet_v1.loaders.hf", stub)
     from safetensors.numpy import save_file
 

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from conftest import fixture_path
 
-from tf_mobilenet_v1 import MobileNetV1ForImageClassification, count_macs, count_params, registry
+from tf_mobilenet_v1 import (
+    MobileNetV1ForImageClassification,
+    MobileNetV1ImageProcessor,
+    count_macs,
+    count_params,
+    registry,
+)
 from tf_mobilenet_v1.architecture import layer_specs
 from tf_mobilenet_v1.loaders.tf_checkpoint import DATA_SUFFIX
 
@@ -105,6 +111,17 @@ def test_from_pretrained_by_name_loads_the_cached_tarball(monkeypatch, tmp_path)
     print(f"registry name -> cached tgz: max |logit diff| = {diff:.2e}")
     assert diff < 1e-4
     assert model.config.variant == "mobilenet_v1_0.25_224"
+    # the record carries the weights' preprocessing, and every path reads it from there
+    entry = registry.get("mobilenet_v1_0.25_224")
+    assert model.image_processor == entry.processor
+    assert MobileNetV1ImageProcessor.for_model(model).to_dict() == entry.processor
+
+
+def test_each_record_carries_its_processor_and_labels():
+    for entry in registry.CHECKPOINTS.values():
+        assert entry.num_labels == 1001
+        assert entry.processor == MobileNetV1ImageProcessor.for_variant(entry.resolution).to_dict()
+        assert MobileNetV1ImageProcessor.from_pretrained(entry.name).to_dict() == entry.processor
 
 
 def test_corrupt_cached_download_names_the_file(monkeypatch, tmp_path):

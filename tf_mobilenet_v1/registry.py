@@ -65,6 +65,19 @@ class OfficialCheckpoint:
     top5: float
     checksum: tuple[str, str, int] | None = None  # (algorithm, hex digest, size)
 
+    num_labels: int = 1001  # ImageNet's 1000 classes and "background" at index 0
+
+    @property
+    def processor(self) -> dict:
+        """The preprocessing that belongs to these weights, as a ``preprocessor_config.json``:
+        Hugging Face's resize of the shortest edge to resolution + 32, center crop, [-1, 1]."""
+        return {"image_processor_type": "MobileNetV1ImageProcessor", "do_resize": True,
+                "size": {"shortest_edge": self.resolution + 32}, "resample": 2,
+                "do_center_crop": True,
+                "crop_size": {"height": self.resolution, "width": self.resolution},
+                "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
     @property
     def macs(self) -> int:
         return self.million_macs * 1_000_000

@@ -9,7 +9,7 @@ state dicts. Each produces a ``source.WeightSource``. Writers live in ``converte
 import importlib
 
 _EXPORTS = {"load_pretrained": "dispatch", "load_any": "dispatch",
-            "PretrainedWarning": "dispatch", "FORMS": "dispatch"}
+            "PretrainedWarning": "dispatch"}
 __all__ = sorted(_EXPORTS)
 
 

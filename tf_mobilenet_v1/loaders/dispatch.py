@@ -1,9 +1,8 @@
 """``from_pretrained`` / ``load_any``: one entry point for every weights source.
 
-Dispatch: an official registry name (downloaded once, then read as a tarball); ``.keras``;
-``.weights.h5``; a Hugging Face directory, ``.safetensors`` or ``.bin`` (``loaders.hf``);
-anything else is a TF-slim source (checkpoint prefix or directory, release ``.tgz``, frozen
-``.pb``). Every source becomes a config plus ``{keras weight path: array}``, and one assembly step
+An official registry name is downloaded once (or found bundled); a local path's form is
+recognised by ``formats``, whose record names its reader. Every source becomes a config plus
+``{keras weight path: array}`` (a ``WeightSource``), and one assembly step
 builds the requested class around them: config overrides that keep weight shapes
 (``output_stride``, ``global_pool``, ``tf_padding``, ``output_hidden_states``, ``image_size``)
 build a variant on the same weights, a different ``num_labels`` starts a fresh head, a backbone
@@ -13,18 +12,16 @@ drops a classification head, and any shape conflict is an error naming the tenso
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 
-from .. import registry
+from .. import formats, registry
 from ..architecture import model_weight_shapes
 from ..config import MobileNetV1Config
 from ..errors import PretrainedWarning
 from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
-from .keras_files import load_keras_file, weights_h5_source
-from .source import FORMS, HEAD, WeightSource, locate, model_source
+from .source import HEAD, WeightSource, locate, model_source
 
-__all__ = ["FORMS", "PretrainedWarning", "load_any", "load_pretrained"]
+__all__ = ["PretrainedWarning", "load_any", "load_pretrained"]
 
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
 _MODEL_KWARGS = frozenset({"input_shape", "feature_layers", "fold_batchnorm", "name", "dtype",
@@ -33,65 +30,46 @@ _SHAPE_FIELDS = ("depth_multiplier", "min_depth", "num_channels", "num_labels")
 
 
 # ----- sources -----
-def _slim_source(path: str, use_ema: bool) -> WeightSource:
-    from .slim import read_slim, slim_name_map
-
-    sw = read_slim(path, use_ema=use_ema)
-    inverse = {v: k for k, v in slim_name_map(head=sw.has_head).items()}
-    weights = sw.keras_weights()
-    return WeightSource(sw.infer_config(), weights, sw.source,
-                        names={p: inverse[p] for p in weights},
-                        quant_ranges=dict(sw.quant_ranges))
-
-
-def _is_hf(path: str) -> bool:
-    from .hf import is_hf_source
-
-    return is_hf_source(path)
-
-
-# Overrides that only help read a config-less state dict (its shapes fix the rest).
-_HF_INFERENCE_HINTS = ("depth_multiplier", "min_depth", "num_channels")
-
-
-def _load_hf(path: str, cls, config_overrides: dict, model_kwargs: dict):
-    """An HF source as it is (its own config, head or not), then, when asked for anything
-    else, the one assembly step: its head policy and override checks, as for every form."""
-    from .hf import has_classifier, load_hf
-
-    if not config_overrides and not model_kwargs:
-        return load_hf(path, cls)
-    own = MobileNetV1ForImageClassification if has_classifier(path) else MobileNetV1Model
-    hints = {k: v for k, v in config_overrides.items() if k in _HF_INFERENCE_HINTS}
-    return _assemble(cls, model_source(load_hf(path, own, **hints), path), config_overrides,
-                     model_kwargs)
-
-
 def _resolve(name_or_path) -> tuple[str, str | None]:
     """``(local path, registry name or None)``; registry names are downloaded."""
     path, key = locate(name_or_path)
     return (registry.download(key), key) if key is not None else (path, None)
 
 
-def _check_ema(path: str, use_ema: bool) -> None:
-    if use_ema and path.endswith((".keras", ".weights.h5")):
-        raise ValueError("use_ema applies to TF-slim checkpoints only; Keras files hold one set "
-                         "of weights")
-
-
-def _read(path: str, registry_name: str | None, use_ema: bool, overrides: dict) -> WeightSource:
-    """Read a local source; a registry download that fails to load names its cached file."""
+def _read(form, path: str, registry_name: str | None, use_ema: bool,
+          overrides: dict) -> WeightSource:
+    """Read a local source through its form's reader; a registry download that fails to load
+    names its cached file, and one that loads carries its record's processor."""
     try:
-        if path.endswith(".keras") and os.path.isfile(path):
-            return model_source(load_keras_file(path), path)
-        if path.endswith(".weights.h5") and os.path.isfile(path):
-            return weights_h5_source(path, overrides)
-        return _slim_source(path, use_ema)
+        src = form.read(path, use_ema, overrides)
     except ValueError as e:
         if registry_name is None:
             raise
         raise ValueError(f"the cached download {path} of {registry_name} could not be loaded "
                          f"({e}); delete it and try again") from None
+    if registry_name is not None and src.image_processor is None:
+        src.image_processor = registry.get(registry_name).processor
+    return src
+
+
+def _as_saved(form, path: str, cls, use_ema: bool):
+    """A Keras file or Hugging Face source loaded as it was saved, when that is ``cls`` (no
+    overrides asked; ``None``: whatever it is): Keras keeps its own config and state, HF its
+    own head rule. A Keras model of another class comes back as its ``WeightSource``."""
+    if use_ema and not form.moving_averages:
+        form.read(path, use_ema, {})  # raises: use_ema is for slim checkpoints
+    if form.name == "keras":
+        from .keras_files import load_keras_file
+
+        model = load_keras_file(path)
+        return model if cls is None or type(model) is cls else model_source(model, path)
+    if form.reader == formats.BY_NAME["hf_dir"].reader:
+        from .hf import has_classifier, load_hf
+
+        if cls is MobileNetV1Model and has_classifier(path):
+            return None  # the assembly step drops the head, with the one warning for it
+        return load_hf(path, cls)
+    return None
 
 
 # ----- assembly -----
@@ -196,33 +174,29 @@ def load_pretrained(cls, name_or_path, *, use_ema: bool = False, **config_overri
         cls = MobileNetV1ForImageClassification
     config_overrides, model_kwargs = _split(config_overrides)
     path, registry_name = _resolve(name_or_path)
-    if _is_hf(path):
-        if use_ema:
-            raise ValueError("use_ema applies to TF-slim checkpoints only; Hugging Face weights "
-                             "have no moving averages")
-        return _load_hf(path, cls, config_overrides, model_kwargs)
-    _check_ema(path, use_ema)
-    if path.endswith(".keras") and not config_overrides and not model_kwargs:
-        model = load_keras_file(path)
-        if type(model) is cls:
-            return model
-        src = model_source(model, path)
-    else:
-        src = _read(path, registry_name, use_ema, config_overrides)
+    form = formats.recognise(path)
+    src = None
+    if not config_overrides and not model_kwargs:
+        saved = _as_saved(form, path, cls, use_ema)
+        if saved is not None and not isinstance(saved, WeightSource):
+            return saved
+        src = saved
+    if src is None:
+        src = _read(form, path, registry_name, use_ema, config_overrides)
     return _assemble(cls, src, config_overrides, model_kwargs)
 
 
 def load_any(src, use_ema: bool = False):
     """Load any supported source as a classifier when it has a head, else as a backbone."""
     path, registry_name = _resolve(src)
-    if _is_hf(path):
+    form = formats.recognise(path)
+    if form.name == "keras":
+        return _as_saved(form, path, None, use_ema)
+    if form.reader == formats.BY_NAME["hf_dir"].reader:
         from .hf import has_classifier
 
         cls = MobileNetV1ForImageClassification if has_classifier(path) else MobileNetV1Model
         return load_pretrained(cls, path, use_ema=use_ema)
-    _check_ema(path, use_ema)
-    if path.endswith(".keras") and os.path.isfile(path):
-        return load_keras_file(path)
-    source = _read(path, registry_name, use_ema, {})
+    source = _read(form, path, registry_name, use_ema, {})
     cls = MobileNetV1ForImageClassification if source.has_head else MobileNetV1Model
     return _assemble(cls, source, {}, {})

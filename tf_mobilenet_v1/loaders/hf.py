@@ -522,3 +522,16 @@ def _check_shapes_against(state_dict: dict, config: MobileNetV1Config, source: s
                                      mismatched, source=source)
 
 
+
+
+# Overrides that only help read a config-less state dict (its shapes fix the rest).
+_INFERENCE_HINTS = ("depth_multiplier", "min_depth", "num_channels")
+
+
+def hf_source(path: str, use_ema: bool, overrides: dict):
+    """The Hugging Face forms' reader (``formats``): the weights as they are, head or not."""
+    from .source import model_source
+
+    cls = MobileNetV1ForImageClassification if has_classifier(path) else MobileNetV1Model
+    hints = {k: v for k, v in overrides.items() if k in _INFERENCE_HINTS}
+    return model_source(load_hf(path, cls, **hints), path)

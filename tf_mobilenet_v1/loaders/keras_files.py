@@ -185,3 +185,13 @@ def weights_h5_source(path: str, overrides: dict) -> WeightSource:
                          "the config fields it was saved with") from None
     check_finite(model, path)
     return model_source(model, path)
+
+
+def keras_source(path: str, use_ema: bool, overrides: dict) -> WeightSource:
+    """The ``keras`` form's reader (``formats``)."""
+    return model_source(load_keras_file(path), path)
+
+
+def weights_h5_reader(path: str, use_ema: bool, overrides: dict) -> WeightSource:
+    """The ``weights_h5`` form's reader (``formats``)."""
+    return weights_h5_source(path, overrides)

@@ -229,3 +229,15 @@ def infer_config(weights: SlimTensors, **overrides) -> MobileNetV1Config:
             f"{weights.source} is named for depth multiplier {weights.alpha_hint:g} but its "
             f"tensors hold {fields['depth_multiplier']:g}; using the tensors", stacklevel=3)
     return MobileNetV1Config(**{**fields, **overrides})
+
+
+def slim_source(path: str, use_ema: bool, overrides: dict):
+    """The TF-slim forms' reader (``formats``: checkpoint, release tarball, frozen graph)."""
+    from .source import WeightSource
+
+    sw = read_slim(path, use_ema=use_ema)
+    inverse = {v: k for k, v in slim_name_map(head=sw.has_head).items()}
+    weights = sw.keras_weights()
+    return WeightSource(sw.infer_config(), weights, sw.source,
+                        names={p: inverse[p] for p in weights},
+                        quant_ranges=dict(sw.quant_ranges))

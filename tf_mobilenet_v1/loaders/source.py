@@ -13,9 +13,6 @@ from ..config import MobileNetV1Config
 from ..fileio import check_regular_file
 
 HEAD = (f"{LOGITS_NAME}/kernel", f"{LOGITS_NAME}/bias")
-FORMS = ("a registry name (e.g. mobilenet_v1_1.0_224), a slim checkpoint prefix or directory, "
-         "a release .tgz, a frozen .pb, a .keras or .weights.h5 file, or a Hugging Face "
-         "directory, .safetensors or .bin")
 
 
 def locate(name_or_path) -> tuple[str, str | None]:
@@ -34,7 +31,9 @@ def locate(name_or_path) -> tuple[str, str | None]:
         return path, key
     if os.sep not in path and path.lower().startswith("mobilenet_v1"):
         registry.get(path)  # raises with the closest registry names
-    raise FileNotFoundError(f"{path} does not exist; pass {FORMS}")
+    from ..formats import describe_forms
+
+    raise FileNotFoundError(f"{path} does not exist; pass {describe_forms()}")
 
 
 @dataclasses.dataclass

@@ -316,7 +316,7 @@ class MobileNetV1ImageProcessor(SavesPretrained):
         if os.path.isdir(path):
             path = os.path.join(path, PREPROCESSOR_NAME)
         elif not os.path.exists(path) and registry.canonical_name(path):
-            return cls.for_variant(registry.get(path).resolution, **kwargs)
+            return cls.from_dict(registry.get(path).processor, **kwargs)
         return cls.from_dict(read_json_object(path, "preprocessor config"), **kwargs)
 
     def to_json_string(self) -> str:
