@@ -19,7 +19,6 @@ import shlex
 import shutil
 import struct
 import tarfile
-import time
 import tracemalloc
 import warnings
 import zipfile
@@ -237,15 +236,13 @@ class _WeightSpy:
 def _refused_before_allocating(monkeypatch, fn, *names, peak_mb=32):
     spy = _WeightSpy(monkeypatch)
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         err = TALLY.bad(fn, *names)
     finally:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert spy.count == 0, f"{spy.count} weights were created before refusing"
-    assert peak < peak_mb * 2**20, f"peak {peak / 2**20:.0f} MiB"
-    assert time.perf_counter() - start < 10
+    assert peak < peak_mb * 2**20, f"peak {peak / 2**20:.0f} MiB"  # time: pytest-timeout's
     return err
 
 
