@@ -119,12 +119,10 @@ def test_table_escapes_control_characters_and_undecodable_names(tmp_path):
     a = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     with open(raw, "wb") as f:
         Image.fromarray(a).save(f, format="PNG")
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "tf_mobilenet_v1", "predict", str(d),
-                           "--weights", str(weights), "--top-k", "1"],
-                          capture_output=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
-    out = proc.stdout.decode("utf-8")  # strict: nothing undecodable was written
+    run = cli("predict", d, "--weights", weights, "--top-k", "1")
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
+    out.encode("utf-8")  # strict: no lone surrogate (an undecodable byte) was written
     assert "\x1b" not in out and "\r" not in out
     lines = out.splitlines()
     assert len(lines) == 2  # the file name line and one prediction: no forged lines
@@ -152,6 +150,7 @@ def test_version_help_and_module_entry_point():
     assert "(default: mobilenet_v1_1.0_224)" in predict_help
 
 
+@pytest.mark.slow  # a fresh interpreter or full exports: seconds
 def test_broken_pipe_exits_quietly(weights, tmp_path):
     d = tmp_path / "many"
     d.mkdir()

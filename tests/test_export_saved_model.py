@@ -196,6 +196,7 @@ def test_official_weights_fresh_process_on_fixture_photos(tmp_path):
                                   ref["logits"][bmp].argmax(-1))
 
 
+@pytest.mark.slow  # a fresh interpreter or full exports: seconds
 def test_feature_vector_signatures(tiny, tmp_path):
     """task="feature-vector": every signature outputs the backbone's pooled features."""
     import keras

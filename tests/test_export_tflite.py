@@ -371,6 +371,7 @@ def test_export_default_path_and_summary(tiny, tmp_path, monkeypatch, capsys):
     assert "mean [127.5] std [127.5], packed: labels.txt" in summary
 
 
+@pytest.mark.slow  # real exports: seconds
 def test_cli_export_force_options_and_refusals(tiny, tmp_path, monkeypatch, capsys):
     keras_file = tmp_path / "tiny.keras"
     tiny.save(keras_file)

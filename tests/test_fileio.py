@@ -230,6 +230,7 @@ def test_force_onto_a_users_directory_is_refused(tmp_path, src):
     assert os.listdir(folder) == ["thesis.docx"]
 
 
+@pytest.mark.slow  # real exports: seconds
 def test_force_onto_our_own_directory_outputs_works(tmp_path, src, monkeypatch):
     from tf_mobilenet_v1.converters import saved_model
 

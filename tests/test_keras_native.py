@@ -379,6 +379,7 @@ def test_transformers_reads_our_config_processor_and_pre_logits_dir(tmp_path):
     assert their_proc.crop_size["height"] == 160 and their_proc.size["shortest_edge"] == 192
 
 
+@pytest.mark.slow  # a fresh interpreter or full exports: seconds
 def test_export_takes_a_users_model_file_and_refuses_other_models(tmp_path):
     import tensorflow as tf
     from tf_mobilenet_v1.converters.export import export

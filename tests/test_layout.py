@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # folder of the checkout -> the package it installs as (pyproject.toml's package-dir)
 PACKAGES = {"tf_mobilenet_v1": "tf_mobilenet_v1", "converters": "tf_mobilenet_v1.converters"}
@@ -125,6 +127,7 @@ def test_light_modules_import_no_keras_or_tensorflow():
 OPTIONAL = {"tf_mobilenet_v1.beam"}  # modules that need an extra ([beam]) to import
 
 
+@pytest.mark.slow  # a fresh interpreter or full exports: seconds
 def test_every_module_imports_in_dependency_order():
     """One fresh interpreter imports every module, dependencies first (a topological order)."""
     graph = _graph()

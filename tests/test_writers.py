@@ -125,6 +125,9 @@ def _break_tflite(monkeypatch, exc):
                         raising=False)
 
 
+_CONVERTED: dict = {}  # (model, arguments) -> TFLite bytes
+
+
 # writer -> (command, output name, files the output consists of, how to break it)
 WRITERS = {
     "keras": ("convert", "out.keras", ["out.keras"], _break_keras_save),
@@ -187,6 +190,17 @@ def test_writer_never_overwrites_or_leaves_partial_output(tiny, tmp_path, capsys
         from tf_mobilenet_v1.converters import saved_model
 
         monkeypatch.setattr(saved_model, "build_archive", lambda *a, **k: QuickArchive())
+    if writer == "tflite":  # the module's one model, really converted once per option set
+        from tf_mobilenet_v1.converters import tflite
+
+        convert = tflite.convert_tflite
+
+        def once(m, **k):
+            key = (m.config.to_json_string(), tuple(sorted(k.items())))
+            if key not in _CONVERTED:
+                _CONVERTED[key] = convert(m, **k)
+            return _CONVERTED[key]
+        monkeypatch.setattr(tflite, "convert_tflite", once)
     out = tmp_path / "out_dir"
     out.mkdir()
     dst = str(out / name)
