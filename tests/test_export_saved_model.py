@@ -157,6 +157,7 @@ def test_bad_options(tiny, tmp_path, kwargs, match):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow  # real exports: seconds
 def test_export_default_path_and_cli(tiny, tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)

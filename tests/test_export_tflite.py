@@ -247,6 +247,7 @@ def test_empty_calibration_directory_is_refused(tiny, tmp_path):
 
 # ----- sizes, shapes, labels, safety -----
 
+@pytest.mark.slow  # real exports: seconds
 def test_image_size_override(tmp_path):
     pooled = _tiny(seed=4)  # global_pool=True: any size
     path = tfl.export_tflite(pooled, tmp_path / "a.tflite", image_size=96, outputs="logits")
