@@ -13,16 +13,14 @@ import io
 import os
 from collections import Counter
 
-from tf_mobilenet_v1.errors import native_stderr_silenced
-
-_LITERT_HINT = "pip install ai-edge-litert (or pip install -e '.[tflite]')"
+from tf_mobilenet_v1.litert import LITERT_HINT, make_interpreter
 
 
 def _litert_schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError as e:
-        raise ImportError(f"reading TFLite files needs ai-edge-litert: {_LITERT_HINT} ({e})") \
+        raise ImportError(f"reading TFLite files needs ai-edge-litert: {LITERT_HINT} ({e})") \
             from None
     return schema
 
@@ -290,22 +288,6 @@ def output_kind(interp) -> str:
         if len(outputs) == 1 and outputs[0] in OUTPUT_KINDS:
             return outputs[0]
     return "logits"
-
-
-def make_interpreter(model, num_threads: int | None = None):
-    """An allocated ``ai_edge_litert`` interpreter for a path or bytes."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as e:
-        raise ImportError(f"running TFLite models needs ai-edge-litert: {_LITERT_HINT} ({e})") \
-            from None
-    with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
-        if isinstance(model, (bytes, bytearray, memoryview)):
-            interp = Interpreter(model_content=bytes(model), num_threads=num_threads)
-        else:
-            interp = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
-        interp.allocate_tensors()
-    return interp
 
 
 def run_tflite(model, x, num_threads: int | None = None):

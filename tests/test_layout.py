@@ -115,7 +115,7 @@ def test_light_modules_import_no_keras_or_tensorflow():
              "tf_mobilenet_v1.cli", "tf_mobilenet_v1.preprocessing",
              "tf_mobilenet_v1.preprocessing.processor", "tf_mobilenet_v1.loaders",
              "tf_mobilenet_v1.loaders.hf_names", "tf_mobilenet_v1.loaders.tarball",
-             "tf_mobilenet_v1.formats", "tf_mobilenet_v1.loaders.source"]
+             "tf_mobilenet_v1.formats", "tf_mobilenet_v1.loaders.source", "tf_mobilenet_v1.litert"]
     code = (f"import sys\nfor m in {light!r}:\n    __import__(m)\n"
             "heavy = sorted(m for m in ('keras', 'tensorflow', 'torch') if m in sys.modules)\n"
             "print(heavy)")

@@ -69,8 +69,9 @@ def _keras_classifier(weights: str, preprocessing: str) -> _Classifier:
 
 
 def _tflite_classifier(path: str, preprocessing: str) -> _Classifier:
-    from tf_mobilenet_v1.converters.tflite_inspect import make_interpreter, output_kind
+    from tf_mobilenet_v1.converters.tflite_inspect import output_kind
 
+    from .litert import make_interpreter
     from .outputs import logits_from_probabilities
     from .preprocessing import get_preprocessor
 

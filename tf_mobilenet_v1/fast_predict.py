@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .errors import first_line, native_stderr_silenced
+from .errors import first_line
+from .litert import make_interpreter
 from .outputs import decode_predictions
 
 ENV_SWITCH = "MOBILENET_V1_FAST"
@@ -167,11 +168,7 @@ class FastClassifier:
 
     def _interpreter(self, threads: int):
         """A new interpreter with ``threads`` threads: ``(interpreter, input, output)``."""
-        from ai_edge_litert.interpreter import Interpreter
-
-        with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
-            interp = Interpreter(model_content=self.content, num_threads=threads)
-            interp.allocate_tensors()
+        interp = make_interpreter(self.content, threads)
         (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
         h, w = self.size
         n = self.meta["num_labels"]
@@ -358,11 +355,7 @@ def _convert(model, key: str) -> tuple[bytes, dict]:
 
 
 def _run_once(content: bytes, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    with native_stderr_silenced():
-        interp = Interpreter(model_content=content, num_threads=1)
-        interp.allocate_tensors()
+    interp = make_interpreter(content, 1)
     (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
     interp.set_tensor(inp["index"], x)
     interp.invoke()
