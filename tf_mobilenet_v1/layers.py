@@ -170,13 +170,6 @@ class ConvBlock(keras.layers.Layer):
         kernel = scale_kernel(kernel, scale, self.kind)
         return [kernel.astype(np.float32), bias.astype(np.float32)]
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if "use_batchnorm" in config:  # the key of .keras files saved before version 0.2
-            config["fold_batchnorm"] = not config.pop("use_batchnorm")
-        return cls(**config)
-
     def get_config(self):
         return {
             **super().get_config(),

@@ -192,8 +192,6 @@ class _MobileNetV1Base(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        if "fuse_batchnorm" in config:  # the key of .keras files saved before version 0.2
-            config["fold_batchnorm"] = config.pop("fuse_batchnorm")
         fields = {k: config.pop(k) for k in list(config) if k in _CONFIG_FIELDS}
         return cls(MobileNetV1Config.from_dict(fields), **config)
 
