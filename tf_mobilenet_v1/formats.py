@@ -25,17 +25,21 @@ class Form:
 
     name: str
     what: str
+    family: str  # "keras", "hf" or "slim": the forms one reader serves
     suffixes: tuple[str, ...] = ()
     reader: str = ""
     writer: str | None = None
     directory: bool = False  # a folder (an HF model directory, a checkpoint directory)
     moving_averages: bool = False  # may hold ExponentialMovingAverage shadows (use_ema)
 
-    def read(self, path: str, use_ema: bool = False, overrides: dict | None = None):
-        """``path`` as a ``loaders.source.WeightSource``."""
+    def check_ema(self, path: str, use_ema: bool) -> None:
         if use_ema and not self.moving_averages:
             raise ValueError(f"use_ema applies to TF-slim checkpoints only; {path} is "
                              f"{self.what}, which holds one set of weights")
+
+    def read(self, path: str, use_ema: bool = False, overrides: dict | None = None):
+        """``path`` as a ``loaders.source.WeightSource``."""
+        self.check_ema(path, use_ema)
         return _function(self.reader)(path, use_ema, dict(overrides or {}))
 
     def write(self, model, dst: str, force: bool = False) -> str:
@@ -55,18 +59,18 @@ _SAVE_KERAS = "tf_mobilenet_v1.converters.convert:save_keras"
 _SAVE_HF = "tf_mobilenet_v1.converters.hf:save_hf"
 
 FORMS: tuple[Form, ...] = (
-    Form("keras", "a .keras file", (".keras",),
+    Form("keras", "a .keras file", "keras", (".keras",),
          "tf_mobilenet_v1.loaders.keras_files:keras_source", _SAVE_KERAS),
-    Form("weights_h5", "a .weights.h5 file", (".weights.h5",),
+    Form("weights_h5", "a .weights.h5 file", "keras", (".weights.h5",),
          "tf_mobilenet_v1.loaders.keras_files:weights_h5_reader", _SAVE_KERAS),
-    Form("hf_dir", "a Hugging Face directory", (), _HF, _SAVE_HF, directory=True),
-    Form("safetensors", "a .safetensors state dict", (".safetensors",), _HF, _SAVE_HF),
-    Form("bin", "a PyTorch .bin state dict", (".bin",), _HF, _SAVE_HF),
-    Form("slim_ckpt", "a TF-slim checkpoint (prefix or directory)", (".ckpt",), _SLIM,
+    Form("hf_dir", "a Hugging Face directory", "hf", (), _HF, _SAVE_HF, directory=True),
+    Form("safetensors", "a .safetensors state dict", "hf", (".safetensors",), _HF, _SAVE_HF),
+    Form("bin", "a PyTorch .bin state dict", "hf", (".bin",), _HF, _SAVE_HF),
+    Form("slim_ckpt", "a TF-slim checkpoint (prefix or directory)", "slim", (".ckpt",), _SLIM,
          "tf_mobilenet_v1.converters.slim:save_slim_checkpoint", moving_averages=True),
-    Form("tarball", "a release .tgz", (".tgz", ".tar.gz", ".tar"), _SLIM,
+    Form("tarball", "a release .tgz", "slim", (".tgz", ".tar.gz", ".tar"), _SLIM,
          moving_averages=True),
-    Form("frozen_pb", "a frozen .pb", (".pb",), _SLIM, moving_averages=True),
+    Form("frozen_pb", "a frozen .pb", "slim", (".pb",), _SLIM, moving_averages=True),
 )
 BY_NAME = {f.name: f for f in FORMS}
 _CHECKPOINT_PARTS = (".index", ".data-00000-of-00001")

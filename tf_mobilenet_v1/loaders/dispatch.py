@@ -56,14 +56,13 @@ def _as_saved(form, path: str, cls, use_ema: bool):
     """A Keras file or Hugging Face source loaded as it was saved, when that is ``cls`` (no
     overrides asked; ``None``: whatever it is): Keras keeps its own config and state, HF its
     own head rule. A Keras model of another class comes back as its ``WeightSource``."""
-    if use_ema and not form.moving_averages:
-        form.read(path, use_ema, {})  # raises: use_ema is for slim checkpoints
+    form.check_ema(path, use_ema)
     if form.name == "keras":
         from .keras_files import load_keras_file
 
         model = load_keras_file(path)
         return model if cls is None or type(model) is cls else model_source(model, path)
-    if form.reader == formats.BY_NAME["hf_dir"].reader:
+    if form.family == "hf":
         from .hf import has_classifier, load_hf
 
         if cls is MobileNetV1Model and has_classifier(path):
@@ -192,7 +191,7 @@ def load_any(src, use_ema: bool = False):
     form = formats.recognise(path)
     if form.name == "keras":
         return _as_saved(form, path, None, use_ema)
-    if form.reader == formats.BY_NAME["hf_dir"].reader:
+    if form.family == "hf":
         from .hf import has_classifier
 
         cls = MobileNetV1ForImageClassification if has_classifier(path) else MobileNetV1Model
