@@ -7,13 +7,13 @@ Exit codes: 0 success, 1 a failure (bad file, failed conversion, some images unr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
 import threading
 
 from .errors import first_line, native_stderr_silenced
+from .fileio import end_process
 from .preprocessing import PREPROCESSING_NAMES
 
 DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224"
@@ -206,32 +206,21 @@ _OUT_OF_MEMORY = ("out of memory; use a smaller --batch-size or image size, or c
                   "programs")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that temporary outputs are cleaned up on the way
-    out, as for Ctrl-C."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _end_on_signal(signum, frame):
+    if signum == signal.SIGTERM:
+        end_process(143, "mobilenet-v1: terminated")  # 143: what a shell reports for SIGTERM
+    end_process(130, "mobilenet-v1: interrupted")
 
 
 def main(argv=None) -> int:
     """Run the command line; ``argv=None`` (a real invocation) reads ``sys.argv``."""
-    if threading.current_thread() is not threading.main_thread():
-        return _main(argv)  # only the main thread may set signal handlers
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        code = _main(argv)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if argv is None and code in (130, 143):
-        # Interrupted: temporary outputs are already cleaned up and the results printed so
-        # far are flushed; skip TensorFlow's thread-pool teardown, which takes 1-2 s more.
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(code)
-    return code
+    if argv is None and threading.current_thread() is threading.main_thread():
+        # A real process ends at once on SIGTERM / Ctrl-C, temporary outputs removed and the
+        # results printed so far flushed; an exception raised into TensorFlow's C++ code would
+        # come out mangled or not at all. Called as a function, Ctrl-C stays KeyboardInterrupt.
+        signal.signal(signal.SIGTERM, _end_on_signal)
+        signal.signal(signal.SIGINT, _end_on_signal)
+    return _main(argv)
 
 
 def _main(argv) -> int:
@@ -252,9 +241,6 @@ def _main(argv) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # what a shell reports for a process ended by SIGPIPE
-    except Terminated:
-        print("mobilenet-v1: terminated", file=sys.stderr)
-        return 143  # what a shell reports for a process ended by SIGTERM
     except KeyboardInterrupt:
         print("mobilenet-v1: interrupted", file=sys.stderr)
         return 130
@@ -262,8 +248,7 @@ def _main(argv) -> int:
         print(f"mobilenet-v1: error: {_OUT_OF_MEMORY}", file=sys.stderr)
         return 1
     except (ValueError, OSError, ImportError, KeyError, RuntimeError) as e:
-        msg = first_line(e)
-        print(f"mobilenet-v1: error: {msg}", file=sys.stderr)
+        print(f"mobilenet-v1: error: {first_line(e)}", file=sys.stderr)
         return 1
     except Exception as e:
         if type(e).__name__ != "ResourceExhaustedError":  # TensorFlow's out-of-memory error

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -17,6 +18,12 @@ from .errors import first_line
 MAX_WEIGHTS_BYTES = 256 << 20
 # JSON files (config.json, preprocessor_config.json, shard indexes) are a few KB.
 MAX_JSON_BYTES = 16 << 20
+
+# Temporary outputs being written, so that a signal can remove them and end the process at
+# once: an exception raised by a signal handler inside TensorFlow's C++ code comes out mangled
+# (an empty TypeError, a SystemError) or not at all, so the CLI does not raise one.
+_PENDING: dict[str, list[str]] = {}  # temporary directory -> parent directories made for it
+_shield = {"depth": 0, "deferred": None}
 
 _KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
           (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"))
@@ -179,6 +186,51 @@ def _commit(tmp: str, dst: str, force: bool) -> None:
 
 
 @contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Hold off ``end_process`` while temporary outputs are registered or moved into place, so
+    a signal never leaves an output half-replaced."""
+    _shield["depth"] += 1
+    try:
+        yield
+    finally:
+        _shield["depth"] -= 1
+        deferred = _shield["deferred"]
+        if not _shield["depth"] and deferred:
+            end_process(*deferred)
+
+
+def end_process(code: int, message: str) -> None:
+    """Remove this process's temporary outputs, print ``message`` and exit with ``code`` now
+    (the CLI's SIGTERM / Ctrl-C handler); existing outputs are left as they were."""
+    if _shield["depth"]:
+        _shield["deferred"] = (code, message)
+        return
+    for tmp_dir, created in list(_PENDING.items()):
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        _remove_empty(created)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            stream.flush()
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        print(message, file=sys.stderr, flush=True)
+    os._exit(code)
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str) -> Iterator[str]:
+    """A private temporary directory, removed afterwards (and by ``end_process``)."""
+    with _shielded():
+        tmp = tempfile.mkdtemp(prefix=prefix)
+        _PENDING[tmp] = []
+    try:
+        yield tmp
+    finally:
+        with _shielded():
+            shutil.rmtree(tmp, ignore_errors=True)
+            _PENDING.pop(tmp, None)
+
+
+@contextlib.contextmanager
 def atomic_output(dst: str | os.PathLike, force: bool = False, directory: bool = False,
                   suffix: str = "") -> Iterator[str]:
     """Yield a temporary path next to ``dst``; on success move it onto ``dst``.
@@ -208,8 +260,10 @@ def atomic_outputs(dsts, force: bool = False, directory: bool = False,
     parent = os.path.dirname(os.path.abspath(dsts[0]))
     base = os.path.basename(dsts[0].rstrip(os.sep)) or "output"
     try:
-        created = _make_parents(parent)
-        tmp_dir = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+        with _shielded():
+            created = _make_parents(parent)
+            tmp_dir = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+            _PENDING[tmp_dir] = created
     except OSError as e:
         raise OSError(e.errno, f"cannot write {dsts[0]}: {e.strerror} in {parent}") from None
     tmps = [tmp_dir] if directory else [os.path.join(tmp_dir, f"out{i}{sfx}")
@@ -224,15 +278,18 @@ def atomic_outputs(dsts, force: bool = False, directory: bool = False,
             if _is_disk_error(e):
                 raise _write_error(dsts[0], e) from None
             raise
-        if len(dsts) == 1:
-            _commit(tmps[0], dsts[0], force)
-        else:
-            _commit_all(tmps, dsts, force, tmp_dir)
-        committed = True
+        with _shielded():
+            if len(dsts) == 1:
+                _commit(tmps[0], dsts[0], force)
+            else:
+                _commit_all(tmps, dsts, force, tmp_dir)
+            committed = True
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if not committed:
-            _remove_empty(created)
+        with _shielded():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            _PENDING.pop(tmp_dir, None)
+            if not committed:
+                _remove_empty(created)
 
 
 def _commit_all(tmps: list[str], dsts: list[str], force: bool, tmp_dir: str) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import posixpath
 import tarfile
-import tempfile
 import zlib
 
 import numpy as np
 
 from ..errors import first_line
-from ..fileio import MAX_WEIGHTS_BYTES, check_regular_file
+from ..fileio import MAX_WEIGHTS_BYTES, check_regular_file, scratch_directory
 from ..variants import release_stem
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
@@ -99,7 +98,7 @@ def read_tarball(path: str) -> tuple[dict[str, np.ndarray], int | None, str]:
                 return tensors, resolution, desc
             parts = [m for n, m in members.items()
                      if n == name + ".index" or n.startswith(name + ".data-")]
-            with tempfile.TemporaryDirectory(prefix="mobilenet_v1_tgz_") as tmp:
+            with scratch_directory("mobilenet_v1_tgz_") as tmp:
                 for m in parts:
                     # Base names only: nothing in the archive chooses where files land.
                     with open(os.path.join(tmp, posixpath.basename(m.name)), "wb") as out:
