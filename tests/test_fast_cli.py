@@ -14,7 +14,7 @@ from conftest import cli, fixture_path, require_module, tiny_model
 from PIL import Image
 
 from tf_mobilenet_v1 import fast_predict
-from tf_mobilenet_v1.preprocessing import MobileNetV1ImageProcessor
+from tf_mobilenet_v1.preprocessing import LookupProcessor, MobileNetV1ImageProcessor
 
 PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
 
@@ -228,7 +228,7 @@ def test_lookup_preprocessing_is_bit_identical_to_the_processor(tmp_path, mode):
                                               image_mean=[0.485, 0.456, 0.406],
                                               image_std=[0.229, 0.224, 0.225],
                                               rescale_factor=1 / 250)
-    lookup = fast_predict.LookupProcessor(processor)
+    lookup = LookupProcessor(processor)
     rng = np.random.default_rng(0)
     sources = [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8),
                rng.integers(0, 256, (30, 30, 4), dtype=np.uint8),  # RGBA, padded crop
@@ -243,7 +243,7 @@ def test_lookup_preprocessing_is_bit_identical_to_the_processor(tmp_path, mode):
         assert got.dtype == np.float32 and got.shape == want.shape
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), path
     off = MobileNetV1ImageProcessor(do_rescale=False, do_normalize=False)
-    assert np.array_equal(fast_predict.LookupProcessor(off).preprocess_one(paths[0]),
+    assert np.array_equal(LookupProcessor(off).preprocess_one(paths[0]),
                           off.preprocess_one(paths[0]))
 
 

@@ -166,9 +166,13 @@ def test_transformers_backbone_to_ours(tmp_path, torch, transformers):
     theirs.save_pretrained(tmp_path / "hf")
     ours = hf_loader.load_hf(tmp_path / "hf", cls=MobileNetV1Model, output_hidden_states=True)
     _compare(torch, ours, theirs, _inputs(64), head=False)
-    # The same bare state dict in memory also fills our classifier's backbone.
-    with pytest.warns(UserWarning, match="only the backbone"):
-        clf = hf_loader.load_hf(theirs.state_dict(), tf_padding=False, output_hidden_states=True)
+    # The same bare state dict in memory also fills our classifier's backbone: asked for by
+    # num_labels (the one head policy), never silently.
+    with pytest.raises(ValueError, match="pass num_labels=N to start a new head"):
+        hf_loader.load_hf(theirs.state_dict(), cls=MobileNetV1ForImageClassification)
+    with pytest.warns(UserWarning, match="1001-class Logits head starts from random weights"):
+        clf = hf_loader.load_hf(theirs.state_dict(), cls=MobileNetV1ForImageClassification,
+                                num_labels=1001, tf_padding=False, output_hidden_states=True)
     x = _inputs(64)
     mine = clf(x, training=False)["hidden_states"][-1]
     ref = _run_hf(torch, theirs, x).last_hidden_state.numpy()

@@ -16,21 +16,17 @@ Off switch: ``MOBILENET_V1_FAST=0`` or ``mobilenet-v1 predict --no-fast``.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import importlib.util
 import json
 import os
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
 import numpy as np
 
+from .engines import TFLiteEngine
 from .errors import first_line
-from .litert import make_interpreter
-from .outputs import decode_predictions
 
 ENV_SWITCH = "MOBILENET_V1_FAST"
 ENV_CACHE = "MOBILENET_V1_CACHE"
@@ -122,127 +118,11 @@ def _processor(meta: dict, preprocessing: str):
     return MobileNetV1ImageProcessor.for_variant(meta["image_size"], mode=preprocessing)
 
 
-class LookupProcessor:
-    """A :class:`~tf_mobilenet_v1.preprocessing.MobileNetV1ImageProcessor` whose rescale and
-    normalize steps are one table lookup per uint8 value: the same float32 values bit for bit
-    (``normalize_table`` does the processor's float64 rescale and float32 normalize), at a
-    fraction of the cost of the float64 pass over every pixel."""
-
-    def __init__(self, processor):
-        from .preprocessing.processor import normalize_table
-
-        self.processor = processor
-        self.table = normalize_table(processor.rescale_factor if processor.do_rescale else None,
-                                     processor.image_mean if processor.do_normalize else None,
-                                     processor.image_std)
-        # Mean and std alike for R, G and B (the usual case): one lookup over the whole image.
-        self.table0 = np.ascontiguousarray(self.table[:, 0]) \
-            if np.all(self.table == self.table[:, :1]) else None
-
-    def output_size(self):
-        return self.processor.output_size()
-
-    def preprocess_one(self, image) -> np.ndarray:
-        pixels = self.processor.crop_pixels(image)
-        if self.table0 is not None:
-            return np.take(self.table0, pixels)
-        out = np.empty(pixels.shape, np.float32)
-        for c in range(pixels.shape[-1]):
-            np.take(self.table[:, c], pixels[..., c], out=out[..., c])
-        return out
-
-
-class FastClassifier:
-    """A float32 TFLite classifier plus the labels and processor of the weights it came from."""
-
-    def __init__(self, content: bytes, meta: dict, preprocessing: str):
-        self.content, self.meta = content, meta
-        self.id2label = {int(k): v for k, v in meta["id2label"].items()}
-        self.processor = LookupProcessor(_processor(meta, preprocessing))
-        size = int(meta["image_size"])
-        self.size = (size, size)
-        if self.processor.output_size() != self.size:
-            raise ValueError("the processor's output size differs from the model's")
-        self.cores = _cores()
-        self._default = self._interpreter(self.cores)  # checks the signature now
-
-    def _interpreter(self, threads: int):
-        """A new interpreter with ``threads`` threads: ``(interpreter, input, output)``."""
-        interp = make_interpreter(self.content, threads)
-        (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
-        h, w = self.size
-        n = self.meta["num_labels"]
-        if inp["dtype"] != np.float32 or list(inp["shape"]) != [1, h, w, 3] \
-                or out["dtype"] != np.float32 or list(out["shape"]) != [1, n]:
-            raise ValueError("the cached TFLite model does not have the expected float32 "
-                             f"(1, {h}, {w}, 3) -> (1, {n}) signature")
-        return interp, inp["index"], out["index"]
-
-    def logits(self, pixels: np.ndarray, interpreter=None) -> np.ndarray:
-        """(1, num_labels) logits of one (H, W, 3) float32 image."""
-        interp, inp, out = interpreter or self._default
-        interp.set_tensor(inp, pixels[None])
-        interp.invoke()
-        return np.array(interp.get_tensor(out))
-
-    def classify(self, paths: Sequence[str], top_k: int = 5, batch_size: int = 32,
-                 progress=None) -> Iterator[dict]:
-        """As :func:`tf_mobilenet_v1.predict.classify`: one result per path, in order.
-
-        One worker thread per core decodes, preprocesses and classifies whole images with its
-        own single-threaded interpreter (Pillow, numpy and LiteRT release the GIL): on two
-        cores that beats one two-threaded interpreter fed by decoding threads, which leaves
-        the cores idle at every synchronisation. At most a few images are in flight, so memory
-        does not grow with the number of images. ``progress.update`` comes every
-        ``batch_size`` images, as on the Keras path.
-        """
-        from .images import load_pixels
-
-        if top_k < 1 or batch_size < 1:
-            raise ValueError("top_k and batch_size must be at least 1")
-        paths = [os.fspath(p) for p in paths]
-        shape = (*self.size, 3)
-        workers = max(1, min(self.cores, len(paths)))
-        local = threading.local()
-
-        def job(path):
-            x, error = load_pixels(path, self.processor, shape)
-            if error is not None:
-                return None, error
-            if workers == 1:
-                return self.logits(x), None  # all cores on one image
-            if not hasattr(local, "interpreter"):
-                local.interpreter = self._interpreter(1)
-            return self.logits(x, local.interpreter), None
-
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="mobilenet-v1")
-        pending: collections.deque = collections.deque()
-        nxt, done = 0, 0
-        try:
-            while nxt < len(paths) or pending:
-                while nxt < len(paths) and len(pending) < 4 * workers:
-                    pending.append(pool.submit(job, paths[nxt]))
-                    nxt += 1
-                logits, error = pending.popleft().result()
-                path = paths[done]
-                if error is None:
-                    (preds,) = decode_predictions(logits, top_k, self.id2label)
-                    yield {"image": path, "predictions": [
-                        {"index": k, "label": label, "score": score} for k, label, score in preds]}
-                else:
-                    yield {"image": path, "error": error}
-                done += 1
-                if progress is not None and (done % batch_size == 0 or done == len(paths)):
-                    progress.update(done % batch_size or batch_size)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+def _engine(content: bytes, meta: dict, preprocessing: str) -> TFLiteEngine:
+    """The cached model as an engine, with the labels and processor of its weights."""
+    id2label = {int(k): v for k, v in meta["id2label"].items()}
+    return TFLiteEngine(content, _processor(meta, preprocessing), id2label, output="logits",
+                        num_labels=meta["num_labels"])
 
 
 def _read_entry(key: str) -> tuple[bytes, dict] | None:
@@ -287,30 +167,30 @@ def _failed(what: str, error: BaseException) -> None:
           file=sys.stderr)
 
 
-def open_cached(weights: str, preprocessing: str) -> FastClassifier | None:
-    """The fast classifier for ``weights`` from the cache, or ``None`` (not eligible, not
+def open_cached(weights: str, preprocessing: str) -> TFLiteEngine | None:
+    """The fast engine for ``weights`` from the cache, or ``None`` (not eligible, not
     built yet, or a damaged entry: the caller then loads the Keras model and may build one)."""
     key = _eligible_key(weights, preprocessing)
     entry = None if key is None else _read_entry(key)
     if entry is None:
         return None
     try:
-        return FastClassifier(*entry, preprocessing)
+        return _engine(*entry, preprocessing)
     except (ValueError, RuntimeError) as e:  # an entry whose hash holds but which won't load
         _failed(f"cannot load the cached TFLite model {_entry_paths(key)[0]}", e)
         return None
 
 
-def build(weights: str, model, preprocessing: str) -> FastClassifier | None:
+def build(weights: str, model, preprocessing: str) -> TFLiteEngine | None:
     """Convert the loaded Keras ``model`` of ``weights`` to TFLite, check it against the Keras
-    model, cache it and return its classifier; ``None`` when the weights or the model do not
+    model, cache it and return its engine; ``None`` when the weights or the model do not
     qualify, or (said on stderr) when the conversion or its check fails."""
     key = _eligible_key(weights, preprocessing)
     if key is None or not _model_qualifies(model):
         return None
     try:
         content, meta = _convert(model, key)
-        classifier = FastClassifier(content, meta, preprocessing)
+        engine = _engine(content, meta, preprocessing)
     except (ValueError, RuntimeError, OSError) as e:
         _failed("could not build the fast TFLite model", e)
         return None
@@ -319,7 +199,7 @@ def build(weights: str, model, preprocessing: str) -> FastClassifier | None:
     except OSError as e:  # a read-only home still gets this run's fast model
         print(f"mobilenet-v1: warning: cannot cache the TFLite model in {cache_dir()}: "
               f"{first_line(e)}", file=sys.stderr)
-    return classifier
+    return engine
 
 
 def _model_qualifies(model) -> bool:
@@ -334,32 +214,25 @@ def _model_qualifies(model) -> bool:
 def _convert(model, key: str) -> tuple[bytes, dict]:
     from tf_mobilenet_v1.converters.tflite import convert_tflite
 
-    from .outputs import logits_of
+    from .engines import KerasEngine
     from .preprocessing import MobileNetV1ImageProcessor
 
     config = model.config
     size = int(config.image_size)
     processor = MobileNetV1ImageProcessor.for_model(model)
     content = convert_tflite(model, quantize="none", outputs="logits")
-    probe = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
-    want = np.asarray(logits_of(model.predict_on_batch(probe)), np.float64)
-    got = _run_once(content, probe).astype(np.float64)
-    if got.shape != want.shape or np.max(np.abs(got - want)) >= LOGITS_ATOL:
-        raise ValueError("the TFLite model does not reproduce the Keras model's logits "
-                         f"(shape {got.shape} vs {want.shape})")
-    meta = {"format": FORMAT, "key": key, "image_size": size, "num_labels": int(want.shape[1]),
+    meta = {"format": FORMAT, "key": key, "image_size": size,
+            "num_labels": int(config.num_labels),
             "id2label": {str(k): v for k, v in (config.id2label or {}).items()},
             "processor": processor.to_dict(), "output": "logits",
             "tflite_sha256": hashlib.sha256(content).hexdigest()}
+    probe = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    want = KerasEngine(model).logits(probe).astype(np.float64)
+    got = _engine(content, meta, "model").logits(probe).astype(np.float64)
+    if got.shape != want.shape or np.max(np.abs(got - want)) >= LOGITS_ATOL:
+        raise ValueError("the TFLite model does not reproduce the Keras model's logits "
+                         f"(shape {got.shape} vs {want.shape})")
     return content, meta
-
-
-def _run_once(content: bytes, x: np.ndarray) -> np.ndarray:
-    interp = make_interpreter(content, 1)
-    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
-    interp.set_tensor(inp["index"], x)
-    interp.invoke()
-    return np.array(interp.get_tensor(out["index"]))
 
 
 def _write_entry(key: str, content: bytes, meta: dict) -> None:

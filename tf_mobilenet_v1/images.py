@@ -240,12 +240,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return pil_to_rgb(open_image(path))
 
 
-def load_pixels(path: str, processor, shape: tuple[int, ...]) -> tuple[np.ndarray | None,
-                                                                        str | None]:
+def load_pixels(path: str, processor, shape: tuple[int, ...], data: bytes | None = None
+                ) -> tuple[np.ndarray | None, str | None]:
     """``(pixels, None)`` for a readable image, ``(None, message)`` for one that is not (the
-    message names the file); shared by the Keras and the TFLite paths."""
+    message names the file). ``data``: the file's bytes, already read; ``path`` names them."""
     try:
-        x = processor.preprocess_one(path)
+        x = processor.preprocess_one(path if data is None else open_image(path, data=data))
         if x.shape != tuple(shape):
             raise ValueError(f"preprocessing gave shape {x.shape}, expected {tuple(shape)}")
         return x.astype(np.float32, copy=False), None

@@ -1,28 +1,30 @@
-"""Classify image files: the library function :func:`classify` and the CLI's :func:`run_predict`.
+"""Classify images: :func:`classify`, which makes every result (``predict``, Beam, library
+calls) from any :mod:`~tf_mobilenet_v1.engines` engine, and the CLI's :func:`run_predict`.
 
-Decoding and preprocessing run in a ``tf.data`` pipeline (parallel, ordered, batched,
-prefetched; memory stays bounded whatever the number of images). A file that cannot be read
-gives an error result for that file only; the rest of its batch is still classified.
-:func:`run_predict` (the CLI) runs a cached float32 TFLite model instead where it can
-(:mod:`tf_mobilenet_v1.fast_predict`), with the same processor, results and reporting.
+:func:`run_predict` runs a cached float32 TFLite model where it can
+(:mod:`tf_mobilenet_v1.fast_predict`), else the Keras model, with the same processor and
+results either way.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
 import sys
 import unicodedata
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .architecture import LOGITS_NAME
+from .engines import Engine, KerasEngine, cores
 from .errors import native_stderr_silenced
 from .images import find_images, load_pixels
-from .outputs import decode_predictions, logits_of
+from .outputs import decode_predictions
+from .preprocessing import LookupProcessor, MobileNetV1ImageProcessor
 
 # The processor that belongs to the weights (HF semantics: shortest edge image_size + 32, centre
 # crop, [-1, 1]) so that predict, MobileNetV1ImageProcessor, transformers' pipeline and the
@@ -30,88 +32,82 @@ from .outputs import decode_predictions, logits_of
 DEFAULT_PREPROCESSING = "model"
 
 
-def _batch_logits(output) -> np.ndarray:
-    logits = np.asarray(logits_of(output))
-    if logits.ndim != 2:
-        raise ValueError(f"expected (batch, num_labels) logits, got shape {logits.shape}; use "
-                         "a model with global pooling or inputs of its image_size")
-    return logits
+def classify(inputs: Iterable, model, processor=None, top_k: int = 5, batch_size: int = 32,
+             progress=None) -> Iterator[dict]:
+    """Classify images in order; yield one result per input.
 
+    ``inputs``: image paths, or ``(name, bytes)`` pairs of files already read (Beam, a
+    server); ``name`` then only labels the result. ``model``: an
+    :class:`~tf_mobilenet_v1.engines.Engine` (a TFLite model, a SavedModel...) or a Keras
+    classifier, run with ``processor``: a name for
+    :func:`~tf_mobilenet_v1.preprocessing.get_preprocessor` (``"model"``, the default: the
+    weights' own processor; ``"crop"``, ``"resize"`` or ``"slim"`` at the model's image size)
+    or any object with ``preprocess_one(image)`` and ``output_size()``.
 
-def _dataset(paths: Sequence[str], processor, size: tuple[int, int], batch_size: int,
-             errors: dict[int, str]):
-    """Batches of ``(index, pixels, ok)``; a failed image yields zeros and ``ok=False``."""
-    import tensorflow as tf
-
-    h, w = size
-    blank = np.zeros((h, w, 3), np.float32)
-
-    def load(i):
-        i = int(i)
-        x, error = load_pixels(paths[i], processor, blank.shape)
-        if error is None:
-            return x, True
-        errors[i] = error
-        return blank, False
-
-    def tf_load(i):
-        x, ok = tf.numpy_function(load, [i], (tf.float32, tf.bool))
-        x.set_shape((h, w, 3))
-        ok.set_shape(())
-        return i, x, ok
-
-    ds = tf.data.Dataset.range(len(paths))
-    ds = ds.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(1)
-
-
-def classify(paths: Sequence[str], model, processor=None, top_k: int = 5,
-             batch_size: int = 32, progress=None) -> Iterator[dict]:
-    """Classify image files in order; yield one result per path.
-
-    A result is ``{"image": path, "predictions": [{"index", "label", "score"}, ...]}`` (top
-    ``top_k`` softmax probabilities, best first) or ``{"image": path, "error": message}``.
-    ``processor``: a name for :func:`~tf_mobilenet_v1.preprocessing.get_preprocessor`
-    (``"model"``, the default: the weights' own processor; ``"crop"``, ``"resize"`` or
-    ``"slim"`` at the model's image size) or any object with ``preprocess_one(path)`` and
-    ``output_size()``. ``progress`` (e.g. a tqdm
-    bar) gets ``update(n)`` after each batch.
+    A result is ``{"image": name, "predictions": [{"index", "label", "score"}, ...]}`` (top
+    ``top_k`` softmax probabilities, best first) or ``{"image": name, "error": message}``: one
+    unreadable image never stops the others. Worker threads decode and preprocess the next
+    images while the model runs (a per-image engine runs in them too), with a bounded number
+    in flight. ``progress`` (e.g. a tqdm bar) gets ``update(n)`` every ``batch_size`` images.
     """
-    from .preprocessing import get_preprocessor
-
     if top_k < 1 or batch_size < 1:
         raise ValueError("top_k and batch_size must be at least 1")
-    if not any(layer.name == LOGITS_NAME for layer in model.layers):
-        raise ValueError("the model has no classification head (a backbone); load weights "
-                         "with a Logits layer to classify images")
-    config = model.config
-    if processor is None or isinstance(processor, str):
-        processor = get_preprocessor(processor or DEFAULT_PREPROCESSING, config.image_size,
-                                     model=model)
+    engine = model if isinstance(model, Engine) else KerasEngine(model, processor)
+    processor = engine.processor
+    if isinstance(processor, MobileNetV1ImageProcessor):
+        processor = LookupProcessor(processor)  # the same pixels, faster
     size = processor.output_size()
     if size is None:
         raise ValueError("the processor gives images of varying size; enable its center crop "
                          "or give it a fixed height and width")
-    id2label = config.id2label
-    paths = [os.fspath(p) for p in paths]
-    errors: dict[int, str] = {}
-    for idx, pixels, ok in _dataset(paths, processor, size, batch_size, errors):
-        idx, ok = idx.numpy(), ok.numpy()
-        top = [None] * len(idx)
-        if ok.any():
-            # Failed slots hold zeros; running the full batch keeps one traced shape.
-            logits = _batch_logits(model.predict_on_batch(pixels))
-            top = decode_predictions(logits, top_k, id2label)
-        for i, good, preds in zip(idx, ok, top, strict=True):
-            path = paths[int(i)]
+    shape = (*size, 3)
+    items = [(x[0], x[1]) if isinstance(x, tuple) else (os.fspath(x), None) for x in inputs]
+    workers = max(1, min(cores(), len(items)))
+    threads = max(1, cores() // workers)
+    step = 1 if engine.per_image else batch_size  # a per-image engine's results stream out
+    ahead = 4 * workers if engine.per_image else batch_size
+
+    def job(item):
+        x, error = load_pixels(item[0], processor, shape, data=item[1])
+        if error is None and engine.per_image:
+            return engine.logits(x[None], threads=threads), None
+        return x, error
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="mobilenet-v1")
+    pending: collections.deque = collections.deque()
+    submitted = 0
+    try:
+        for start in range(0, len(items), step):
+            chunk = items[start:start + step]
+            while submitted < min(len(items), start + len(chunk) + ahead):
+                pending.append(pool.submit(job, items[submitted]))
+                submitted += 1
+            done = [pending.popleft().result() for _ in chunk]
+            good = [i for i, (_, error) in enumerate(done) if error is None]
+            top = {}
             if good:
-                yield {"image": path, "predictions": [
-                    {"index": k, "label": label, "score": score} for k, label, score in preds]}
-            else:
-                yield {"image": path,
-                       "error": errors.get(int(i), f"cannot read image {path}")}
-        if progress is not None:
-            progress.update(len(idx))
+                if engine.per_image:
+                    logits = np.concatenate([done[i][0] for i in good])
+                else:
+                    # Failed slots stay zeros: one batch shape keeps one traced function.
+                    pixels = np.zeros((len(chunk), *shape), np.float32)
+                    for i in good:
+                        pixels[i] = done[i][0]
+                    logits = np.asarray(engine.logits(pixels))[good]
+                top = dict(zip(good, decode_predictions(logits, top_k, engine.id2label),
+                               strict=True))
+            for i, (name, _) in enumerate(chunk):
+                if i in top:
+                    yield {"image": name, "predictions": [
+                        {"index": k, "label": label, "score": score}
+                        for k, label, score in top[i]]}
+                else:
+                    yield {"image": name, "error": done[i][1]}
+            end = start + len(chunk)
+            if progress is not None and (end % batch_size == 0 or end == len(items)):
+                progress.update(end % batch_size or batch_size)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Counter:
@@ -268,16 +264,8 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
                 print("mobilenet-v1: first run with these weights: building a fast TFLite "
                       f"model once (10-20 s), cached in {fast_predict.cache_dir()}", file=err)
             engine = fast_predict.build(weights, model, preprocessing)
-    if engine is None:
-        processor = get_preprocessor(preprocessing, model.config.image_size, model=model)
-
-        def run(progress):
-            return classify(paths, model, processor, top_k=top_k, batch_size=batch_size,
-                            progress=progress)
-    else:
-        def run(progress):
-            return engine.classify(paths, top_k=top_k, batch_size=batch_size,
-                                   progress=progress)
+        if engine is None:
+            engine = KerasEngine(model, preprocessing)
     bar = _progress_bar(len(paths), batch_size, err)
     failed = len(missing)
     try:
@@ -285,7 +273,8 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
             # Pillow warns about damaged metadata from the decoding threads ("Truncated File
             # Read"...); such a file is reported by us, as an error, or decodes fine.
             warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
-            for result in run(bar):
+            for result in classify(paths, engine, top_k=top_k, batch_size=batch_size,
+                                   progress=bar):
                 failed += "error" in result
                 report(result, bar)
     finally:

@@ -53,22 +53,16 @@ def _read(form, path: str, registry_name: str | None, use_ema: bool,
 
 
 def _as_saved(form, path: str, cls, use_ema: bool):
-    """A Keras file or Hugging Face source loaded as it was saved, when that is ``cls`` (no
-    overrides asked; ``None``: whatever it is): Keras keeps its own config and state, HF its
-    own head rule. A Keras model of another class comes back as its ``WeightSource``."""
+    """A ``.keras`` file loaded as it was saved (its own config, state and any layers of the
+    user's around ours), when that is ``cls`` (``None``: whatever it is); one of another class
+    comes back as its ``WeightSource``, and other forms as ``None``."""
+    if form.name != "keras":
+        return None
+    from .keras_files import load_keras_file
+
     form.check_ema(path, use_ema)
-    if form.name == "keras":
-        from .keras_files import load_keras_file
-
-        model = load_keras_file(path)
-        return model if cls is None or type(model) is cls else model_source(model, path)
-    if form.family == "hf":
-        from .hf import has_classifier, load_hf
-
-        if cls is MobileNetV1Model and has_classifier(path):
-            return None  # the assembly step drops the head, with the one warning for it
-        return load_hf(path, cls)
-    return None
+    model = load_keras_file(path)
+    return model if cls is None or type(model) is cls else model_source(model, path)
 
 
 # ----- assembly -----
@@ -86,7 +80,7 @@ def _check_shapes(src: WeightSource, config: MobileNetV1Config, head: bool, chan
             )
 
 
-def _assemble(cls, src: WeightSource, config_overrides: dict, model_kwargs: dict):
+def assemble(cls, src: WeightSource, config_overrides: dict, model_kwargs: dict):
     """Build ``cls`` around ``src``'s weights, applying overrides; strict about everything else."""
     config = src.config.replace(**config_overrides) if config_overrides else src.config
     want_head = issubclass(cls, MobileNetV1ForImageClassification)
@@ -140,7 +134,7 @@ def _assemble(cls, src: WeightSource, config_overrides: dict, model_kwargs: dict
     return model
 
 
-def _split(overrides: dict) -> tuple[dict, dict]:
+def split_overrides(overrides: dict) -> tuple[dict, dict]:
     """Config fields vs model arguments; a ``config=`` object contributes all its fields."""
     config, model = {}, {}
     given = overrides.pop("config", None)
@@ -171,7 +165,7 @@ def load_pretrained(cls, name_or_path, *, use_ema: bool = False, **config_overri
     """
     if cls is None:
         cls = MobileNetV1ForImageClassification
-    config_overrides, model_kwargs = _split(config_overrides)
+    config_overrides, model_kwargs = split_overrides(config_overrides)
     path, registry_name = _resolve(name_or_path)
     form = formats.recognise(path)
     src = None
@@ -182,7 +176,7 @@ def load_pretrained(cls, name_or_path, *, use_ema: bool = False, **config_overri
         src = saved
     if src is None:
         src = _read(form, path, registry_name, use_ema, config_overrides)
-    return _assemble(cls, src, config_overrides, model_kwargs)
+    return assemble(cls, src, config_overrides, model_kwargs)
 
 
 def load_any(src, use_ema: bool = False):
@@ -191,11 +185,6 @@ def load_any(src, use_ema: bool = False):
     form = formats.recognise(path)
     if form.name == "keras":
         return _as_saved(form, path, None, use_ema)
-    if form.family == "hf":
-        from .hf import has_classifier
-
-        cls = MobileNetV1ForImageClassification if has_classifier(path) else MobileNetV1Model
-        return load_pretrained(cls, path, use_ema=use_ema)
     source = _read(form, path, registry_name, use_ema, {})
     cls = MobileNetV1ForImageClassification if source.has_head else MobileNetV1Model
-    return _assemble(cls, source, {}, {})
+    return assemble(cls, source, {}, {})

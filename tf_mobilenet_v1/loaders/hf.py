@@ -35,6 +35,7 @@ from .hf_names import (
     hf_module_name,
     hf_table,
 )
+from .source import tensor_problem
 
 
 # ----- helpers -----
@@ -173,6 +174,40 @@ def _describe(model) -> str:
     return f"{cfg.variant} backbone"
 
 
+def _keras_values(sd: dict[str, np.ndarray], config: MobileNetV1Config, target: str,
+                  source: str, keep_head: bool) -> tuple[dict, dict, list[str]]:
+    """``({keras path: array}, {keras path: HF key}, dropped head keys)`` of a numpy state
+    dict for ``config``, strictly: every key known, every tensor present with its shape, a
+    float and finite; else one ``StateDictMismatchError`` listing every problem. A
+    classification state dict's ``classifier.*`` is dropped unless ``keep_head``."""
+    prefixed = any(k.startswith(PREFIX) for k in sd)
+    rows = hf_table(config, with_head=prefixed)
+    dropped = []
+    if prefixed and not keep_head:
+        dropped = sorted(k for k in sd if k.startswith(CLASSIFIER + "."))
+        rows = [r for r in rows if not r.hf_key.startswith(CLASSIFIER + ".")]
+    expected: dict[str, HFTensor] = {r.hf_key: r for r in rows}
+    missing, mismatched, values, names = [], [], {}, {}
+    for key, row in expected.items():
+        if row.keras_path is None:
+            continue  # num_batches_tracked: optional, never read
+        if key not in sd:
+            missing.append(key)
+            continue
+        arr = sd[key]
+        problem = tensor_problem(arr) if _shape(arr) == row.hf_shape else \
+            f"has shape {_shape(arr)} in the state dict but the model needs {row.hf_shape}"
+        if problem:
+            mismatched.append((key, f"{key} {problem}"))
+        else:
+            values[row.keras_path] = TRANSFORMS[row.transform].to_keras(arr)
+            names[row.keras_path] = key
+    unexpected = [k for k in sd if k not in expected and k not in dropped]
+    if missing or mismatched or unexpected:
+        raise StateDictMismatchError(target, missing, unexpected, mismatched, source=source)
+    return values, names, dropped
+
+
 def state_dict_to_keras(state_dict, model, source: str = "state dict") -> LoadReport:
     """Load an HF state dict into one of our Keras models, strictly and bit-exactly.
 
@@ -186,37 +221,8 @@ def state_dict_to_keras(state_dict, model, source: str = "state dict") -> LoadRe
     with_head = has_head(model)
     check_unfolded(model)
     src_prefixed = any(k.startswith(PREFIX) for k in sd)
-    rows = hf_table(model.config, with_head=src_prefixed)
-    report = LoadReport()
-    if src_prefixed and not (with_head and model.config.num_labels):
-        head = [k for k in sd if k.startswith(CLASSIFIER + ".")]
-        rows = [r for r in rows if not r.hf_key.startswith(CLASSIFIER + ".")]
-        report.dropped = sorted(head)
-    expected: dict[str, HFTensor] = {r.hf_key: r for r in rows}
-
-    missing, mismatched, values = [], [], {}
-    for key, row in expected.items():
-        if row.keras_path is None:
-            continue  # num_batches_tracked: optional, never read
-        if key not in sd:
-            missing.append(key)
-            continue
-        arr = sd[key]
-        if _shape(arr) != row.hf_shape:
-            mismatched.append((key, f"{key} has shape {_shape(arr)} in the state dict but the "
-                                    f"model needs {row.hf_shape}"))
-        elif not np.issubdtype(arr.dtype, np.floating):
-            mismatched.append((key, f"{key} is {arr.dtype}, not a floating-point tensor"))
-        elif not np.isfinite(arr.astype(np.float32)).all():  # also catches float32 overflow
-            mismatched.append((key, f"{key} holds NaN or infinite values (a diverged or "
-                                    "corrupt checkpoint)"))
-        else:
-            values[row.keras_path] = TRANSFORMS[row.transform].to_keras(arr)
-    unexpected = [k for k in sd if k not in expected and k not in report.dropped]
-    if missing or mismatched or unexpected:
-        raise StateDictMismatchError(_describe(model), missing, unexpected, mismatched,
-                                     source=source)
-
+    values, names, dropped = _keras_values(sd, model.config, _describe(model), source,
+                                           keep_head=with_head and bool(model.config.num_labels))
     variables = {v.path: v for v in model.weights}
     not_set = sorted(set(variables) - set(values))
     if not_set and not (with_head and not src_prefixed):
@@ -224,10 +230,8 @@ def state_dict_to_keras(state_dict, model, source: str = "state dict") -> LoadRe
     for path, value in values.items():
         var = variables[path]
         var.assign(value.astype(var.dtype))
-    report.loaded = sorted(k for k, r in expected.items() if r.keras_path is not None)
-    report.ignored = sorted(k for k in sd if k.endswith("." + NUM_BATCHES_TRACKED)
-                            and k in expected)
-    report.left_at_init = not_set
+    report = LoadReport(loaded=sorted(names.values()), dropped=dropped, left_at_init=not_set,
+                        ignored=sorted(k for k in sd if k.endswith("." + NUM_BATCHES_TRACKED)))
     if report.dropped:
         warnings.warn(f"{source}: the model has no classifier, so "
                       f"{', '.join(report.dropped)} were not loaded", PretrainedWarning,
@@ -457,32 +461,48 @@ def is_hf_source(path) -> bool:
     return path.endswith((".safetensors", ".bin"))
 
 
-def load_hf(path_or_state_dict, cls=MobileNetV1ForImageClassification, **config_overrides):
+def load_hf(path_or_state_dict, cls=None, **overrides):
     """Build a Keras model of class ``cls`` from an HF directory, ``.safetensors``, ``.bin`` or a
-    dict of numpy/torch tensors. The config comes from ``config.json`` when there is one, else
-    from the shapes (``infer_config``); ``config_overrides`` (and ``input_shape``) win."""
-    input_shape = config_overrides.pop("input_shape", None)
+    dict of numpy/torch tensors; ``cls=None``: the classifier when the weights have a head,
+    else the backbone. The config comes from ``config.json`` when there is one, else from the
+    shapes (``infer_config``); ``overrides`` (config fields, ``input_shape``...) win. The model
+    is built once, by the assembler every format goes through."""
+    from .dispatch import assemble, split_overrides
+
+    config_overrides, model_kwargs = split_overrides(dict(overrides))
+    src = read_hf(path_or_state_dict, config_overrides)  # the hints; the rest is assembly
+    if cls is None:
+        cls = MobileNetV1ForImageClassification if src.has_head else MobileNetV1Model
+    return assemble(cls, src, config_overrides, model_kwargs)
+
+
+def read_hf(path_or_state_dict, overrides: dict | None = None):
+    """An HF source as a ``WeightSource`` (config, ``{keras path: array}``, its processor),
+    checked tensor by tensor. Of ``overrides`` it takes the hints that fix a config-less
+    state dict's variant (``depth_multiplier``, ``min_depth``, ``num_channels``)."""
+    from .source import WeightSource
+
+    overrides = {k: v for k, v in (overrides or {}).items() if k in _INFERENCE_HINTS}
     state_dict, hf_config, source = _read_source(path_or_state_dict)
-    state_dict = _numpy_state_dict(state_dict, source)
+    sd = _numpy_state_dict(state_dict, source)
     try:
         if hf_config is not None:
-            config = _config_from_hf(hf_config, config_overrides)
+            config = _config_from_hf(hf_config, overrides)
         else:
-            config = infer_config(state_dict, **config_overrides)
+            config = infer_config(sd, **overrides)
     except ValueError as e:
         if source == "state dict":
             raise
         where = f"{source} (config.json)" if hf_config is not None else source
         raise ValueError(f"{where}: {e}") from None
-    if hf_config is not None:
-        # config.json is taken on trust only as far as the tensors agree with it: check the
-        # shapes before building, so an absurd (or wrong) config allocates nothing.
-        _check_shapes_against(state_dict, config, source,
-                              head=issubclass(cls, MobileNetV1ForImageClassification))
-    model = cls(config, input_shape=input_shape,
-                image_processor=_own_processor(path_or_state_dict, config))
-    state_dict_to_keras(state_dict, model, source=source)
-    return model
+    prefixed = any(k.startswith(PREFIX) for k in sd)
+    if hf_config is None and prefixed and f"{CLASSIFIER}.weight" not in sd:
+        config = config.replace(num_labels=0)  # nothing says a head is missing: there is none
+    target = f"{config.variant} config" + (" in its config.json" if hf_config else "")
+    values, names, _ = _keras_values(sd, config, target, source,
+                                     keep_head=prefixed and bool(config.num_labels))
+    return WeightSource(config, values, source, names=names,
+                        image_processor=_own_processor(path_or_state_dict, config))
 
 
 def _own_processor(src, config: MobileNetV1Config) -> dict | None:
@@ -506,32 +526,10 @@ def _own_processor(src, config: MobileNetV1Config) -> dict | None:
     return processor.to_dict()
 
 
-def _check_shapes_against(state_dict: dict, config: MobileNetV1Config, source: str,
-                          head: bool) -> None:
-    """Raise ``StateDictMismatchError`` when present tensors disagree with ``config``'s shapes
-    (the classifier's only when ``head``: a backbone leaves it out anyway)."""
-    prefixed = any(k.startswith(PREFIX) for k in state_dict)
-    rows = [r for r in hf_table(config, with_head=prefixed) if r.keras_path is not None
-            and (head or not r.hf_key.startswith(CLASSIFIER + "."))]
-    mismatched = [(r.hf_key, f"{r.hf_key} has shape {_shape(state_dict[r.hf_key])} in "
-                             f"{source} but its config ({config.variant}) needs {r.hf_shape}")
-                  for r in rows if r.hf_key in state_dict
-                  and _shape(state_dict[r.hf_key]) != r.hf_shape]
-    if mismatched:
-        raise StateDictMismatchError(f"{config.variant} config in its config.json", [], [],
-                                     mismatched, source=source)
-
-
-
-
 # Overrides that only help read a config-less state dict (its shapes fix the rest).
 _INFERENCE_HINTS = ("depth_multiplier", "min_depth", "num_channels")
 
 
 def hf_source(path: str, use_ema: bool, overrides: dict):
     """The Hugging Face forms' reader (``formats``): the weights as they are, head or not."""
-    from .source import model_source
-
-    cls = MobileNetV1ForImageClassification if has_classifier(path) else MobileNetV1Model
-    hints = {k: v for k, v in overrides.items() if k in _INFERENCE_HINTS}
-    return model_source(load_hf(path, cls, **hints), path)
+    return read_hf(path, overrides)

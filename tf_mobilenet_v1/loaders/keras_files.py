@@ -12,7 +12,7 @@ from ..config import MobileNetV1Config
 from ..errors import first_line
 from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
 from ..variants import variant_in_path
-from .source import WeightSource, model_source
+from .source import WeightSource, model_source, tensor_problem
 
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
 
@@ -52,14 +52,11 @@ def load_keras_file(path: str, users_own: bool = False):
 def check_finite(model, path: str) -> None:
     """Refuse a model whose weights hold NaN or infinity (as the slim and HF readers do):
     it would load silently and then print ``nan%`` for every image."""
-    import numpy as np
-
     for v in model.weights:
-        value = np.asarray(v.numpy())
-        if value.dtype.kind == "f" or value.dtype.name == "bfloat16":
-            if not np.isfinite(value.astype(np.float32)).all():
-                raise ValueError(f"{path} holds NaN or infinite values in {v.path}; the file is "
-                                 "corrupt or was saved from a diverged training run")
+        value = v.numpy()
+        problem = tensor_problem(value) if value.dtype.kind in "fV" else None
+        if problem:
+            raise ValueError(f"{path}: {v.path} {problem}")
 
 
 def contains_mobilenet(model) -> bool:

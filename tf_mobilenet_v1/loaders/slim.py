@@ -34,6 +34,7 @@ from ..architecture import (
 from ..config import MobileNetV1Config
 from ..fileio import MAX_WEIGHTS_BYTES, check_regular_file
 from ..variants import variant_in_path
+from .source import tensor_problem
 from .tf_checkpoint import DATA_SUFFIX, SOURCE_FORMS, checkpoint_prefix_in_dir, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -169,13 +170,10 @@ def select_weights(raw: dict[str, np.ndarray], source: str, use_ema: bool = Fals
             ema_used.append(name)
         else:
             value = raw[name]
-        if not np.issubdtype(value.dtype, np.floating):
-            raise ValueError(f"{name} in {source} has dtype {value.dtype}, expected float")
-        value = value.astype(np.float32, copy=False)
-        if not np.isfinite(value).all():
-            raise ValueError(f"{name} in {source} holds NaN or infinite values; the checkpoint "
-                             "is corrupt or from a diverged training run")
-        tensors[name] = value
+        problem = tensor_problem(value)
+        if problem:
+            raise ValueError(f"{name} in {source} {problem}")
+        tensors[name] = value.astype(np.float32, copy=False)
     if use_ema and not ema_used:
         warnings.warn(f"use_ema=True but {source} has no ExponentialMovingAverage shadows; "
                       "loaded the raw weights", stacklevel=3)

@@ -53,6 +53,18 @@ class WeightSource:
         return HEAD[0] in self.weights
 
 
+def tensor_problem(value) -> str | None:
+    """Why an array cannot be a MobileNet V1 weight, or ``None``: every reader asks this one
+    question, so a NaN or an integer tensor gets the same words from every format."""
+    value = np.asarray(value)
+    if not (np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16"):
+        return f"has dtype {value.dtype}, not a floating-point tensor"
+    if not np.isfinite(value.astype(np.float32)).all():  # also catches float32 overflow
+        return ("holds NaN or infinite values (the file is corrupt or from a diverged "
+                "training run)")
+    return None
+
+
 def model_source(model, description: str) -> WeightSource:
     if not isinstance(model, _model_classes()):
         raise ValueError(f"{description} holds a {type(model).__name__}, not a MobileNet V1 "

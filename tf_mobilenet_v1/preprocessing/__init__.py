@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import importlib
 
-from .processor import CROP_PADDING, MobileNetV1ImageProcessor
+from .processor import CROP_PADDING, LookupProcessor, MobileNetV1ImageProcessor
 
 _LAZY = {"MobileNetV1Preprocessing": "layer", "slim_eval_preprocess": "slim",
          "SlimEvalPreprocessor": "slim", "SLIM_CENTRAL_FRACTION": "slim"}
-__all__ = ["CROP_PADDING", "MobileNetV1ImageProcessor", "PREPROCESSING_NAMES",
+__all__ = ["CROP_PADDING", "LookupProcessor", "MobileNetV1ImageProcessor", "PREPROCESSING_NAMES",
            "get_preprocessor", *_LAZY]
 
 PREPROCESSING_NAMES = ("model", "crop", "resize", "slim")
