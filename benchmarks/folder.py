@@ -144,35 +144,41 @@ def child_breakdown(folder: str, out, work: Path) -> None:
     thread, and the model alone run as ``predict`` runs it (one single-threaded interpreter a
     core, pixels ready), over the same images."""
     from tf_mobilenet_v1 import fast_predict
+    from tf_mobilenet_v1.engines import cores
     from tf_mobilenet_v1.images import load_pixels
+    from tf_mobilenet_v1.preprocessing import LookupProcessor
 
-    fast = fast_predict.open_cached(bundled_dir(), "model")
-    if fast is None:
+    engine = fast_predict.open_cached(bundled_dir(), "model")
+    if engine is None:
         raise RuntimeError("no cached TFLite model (the untimed ours_fast run builds it)")
     paths = _paths(folder)[:100]
-    shape = (*fast.size, 3)
+    processor = LookupProcessor(engine.processor)  # as predict.classify prepares pixels
+    shape = (*processor.output_size(), 3)
     t0 = time.perf_counter()
-    pixels = [load_pixels(p, fast.processor, shape)[0] for p in paths]
+    pixels = [load_pixels(p, processor, shape)[0] for p in paths]
     prep_ms = (time.perf_counter() - t0) / len(paths) * 1e3
-    cores = fast.cores
-    chunks = [pixels[i::cores] for i in range(cores)]
-    interpreters = [fast._interpreter(1) for _ in range(cores)]
-    for interp, chunk in zip(interpreters, chunks, strict=True):
-        fast.logits(chunk[0], interp)  # warm up
+    workers = cores()
+    chunks = [pixels[i::workers] for i in range(workers)]
 
-    def work_on(interp, chunk):
+    ready, go = threading.Barrier(workers + 1), threading.Barrier(workers + 1)
+
+    def work_on(chunk):
+        engine.logits(chunk[0][None], threads=1)  # this thread's interpreter, warmed up
+        ready.wait()
+        go.wait()
         for x in chunk:
-            fast.logits(x, interp)
+            engine.logits(x[None], threads=1)
 
-    threads = [threading.Thread(target=work_on, args=pair)
-               for pair in zip(interpreters, chunks, strict=True)]
-    t0 = time.perf_counter()
+    threads = [threading.Thread(target=work_on, args=(chunk,)) for chunk in chunks]
     for t in threads:
         t.start()
+    ready.wait()  # every interpreter made before the clock starts
+    t0 = time.perf_counter()
+    go.wait()
     for t in threads:
         t.join()
     model_ips = len(pixels) / (time.perf_counter() - t0)
-    out.write(json.dumps({"prep_ms": prep_ms, "model_ips": model_ips, "cores": cores}) + "\n")
+    out.write(json.dumps({"prep_ms": prep_ms, "model_ips": model_ips, "cores": workers}) + "\n")
 
 
 def prepare(work: Path, names: list[str]) -> dict[str, str]:

@@ -279,15 +279,24 @@ def tflite_io(model) -> tuple[list[TensorInfo], list[TensorInfo]]:
 OUTPUT_KINDS = ("probabilities", "logits", "features")
 
 
-def output_kind(interp) -> str:
-    """What an exported model outputs: ``probabilities``, ``logits`` or ``features``, by its
-    signature's output name (our exports name it so); a model without one counts as logits."""
+def output_kind(interp, model=None) -> str:
+    """What a classifier outputs: ``probabilities``, ``logits`` or ``features``, by its
+    signature's output name (our exports name it so); without one, ``probabilities`` when
+    ``model`` (path or bytes) ends in a softmax (Google's hosted models), else ``logits``."""
     signatures = interp.get_signature_list()
     if len(signatures) == 1:
         outputs = next(iter(signatures.values()))["outputs"]
         if len(outputs) == 1 and outputs[0] in OUTPUT_KINDS:
             return outputs[0]
+    if model is not None:
+        last = [n for n in tflite_op_names(model) if n not in _SHAPE_ONLY_OPS]
+        if last and last[-1] == "SOFTMAX":
+            return "probabilities"
     return "logits"
+
+
+# Ops after the softmax that change no value (a squeeze to (1, classes), a dequantize).
+_SHAPE_ONLY_OPS = frozenset({"RESHAPE", "SQUEEZE", "DEQUANTIZE", "QUANTIZE"})
 
 
 def run_tflite(model, x, num_threads: int | None = None):

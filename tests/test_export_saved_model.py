@@ -221,3 +221,50 @@ def test_feature_vector_signatures(tiny, tmp_path):
     with pytest.raises(ValueError, match="--outputs applies to TFLite"):
         export(tiny, str(tmp_path / "x"), format="saved_model", outputs="logits")
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_predict_runs_the_export_as_it_is(tiny, exported):
+    """``predict --weights SM``: the export's own graph, labels and processor give the Keras
+    model's results; its graph passes the op check that foreign graphs fail."""
+    from tf_mobilenet_v1.graph_check import check_saved_model
+    from tf_mobilenet_v1.predict import classify
+
+    check_saved_model(exported)
+    photos = [fixture_path("images", n) for n in ("burger.jpg", "cat.bmp")]
+    want = list(classify(photos, tiny, top_k=3))
+    run = cli("predict", "--jsonl", "--top-k", "3", "--weights", exported, *photos)
+    assert run.returncode == 0, run.stderr
+    got = [json.loads(line) for line in run.stdout.splitlines()]
+    for g, w in zip(got, want, strict=True):
+        assert [p["label"] for p in g["predictions"]] == [p["label"] for p in w["predictions"]]
+        np.testing.assert_allclose([p["score"] for p in g["predictions"]],
+                                   [p["score"] for p in w["predictions"]], atol=1e-5)
+
+
+def test_a_foreign_saved_model_is_refused_before_it_runs(tmp_path):
+    """A SavedModel is a program: one whose serving signature writes a file (or runs any op
+    our exports never have) is refused from its saved_model.pb, before TensorFlow loads it,
+    by predict and Beam alike; nothing is written."""
+    import tensorflow as tf
+
+    target = tmp_path / "planted.txt"
+
+    class Hostile(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+        def serve(self, pixel_values):
+            tf.io.write_file(str(target), "owned")
+            return {"logits": tf.reduce_mean(pixel_values, axis=[1, 2])}
+
+    module = Hostile()
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    assert not target.exists()
+    run = cli("predict", "--weights", tmp_path / "sm", fixture_path("images", "cat.bmp"))
+    assert run.returncode == 1
+    line = run.one_line_error()
+    assert "runs TensorFlow ops that an exported MobileNet V1 never has (WriteFile)" in line
+    assert not target.exists()
+    from tf_mobilenet_v1.engines import open_engine  # what Beam's workers load
+
+    with pytest.raises(ValueError, match="WriteFile"):
+        open_engine(str(tmp_path / "sm"))
+    assert not target.exists()

@@ -465,3 +465,51 @@ def test_fifo_among_images_is_skipped_with_a_reason(tmp_path):
     assert [x["error"] for x in lines[1:]] == [
         f"cannot read image {tmp_path / 'b.jpg'}: not a regular file (a pipe, socket or device); "
         "skipped"] * 2
+
+
+# ----------------------------------------------------------------- exports as weights
+def _jsonl(run) -> list[dict]:
+    assert run.returncode == 0, run.stderr
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def _same_results(got: list[dict], want: list[dict], atol: float) -> None:
+    assert [r["image"] for r in got] == [r["image"] for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert [p["index"] for p in g["predictions"]] == [p["index"] for p in w["predictions"]]
+        assert [p["label"] for p in g["predictions"]] == [p["label"] for p in w["predictions"]]
+        np.testing.assert_allclose([p["score"] for p in g["predictions"]],
+                                   [p["score"] for p in w["predictions"]], atol=atol)
+
+
+def test_predict_runs_a_tflite_export_as_it_is(tiny64, tiny64_tflite):
+    """``predict --weights m.tflite`` runs the file itself (what a user checking an export
+    wants): its probabilities or logits, its labels.txt, the same results as the Keras model."""
+    photos = [fixture_path("images", n) for n in ("burger.jpg", "cat.bmp", "bird.bmp")]
+    want = list(classify(photos, tiny64, top_k=3))
+    for key in ("none_probs", "none"):  # a softmax output and a logits output
+        got = _jsonl(cli("predict", "--jsonl", "--top-k", "3", "--weights",
+                         tiny64_tflite[key], *photos))
+        _same_results(got, want, atol=1e-5)
+    run = cli("predict", "--weights", tiny64_tflite["features"], photos[0])
+    assert run.returncode == 1
+    assert "is a feature-vector model; pass a classifier export" in run.one_line_error()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("mobilenet_v1_0.25_224_1_metadata_1.tflite", {"cat.bmp": 286, "burger.jpg": 934}),
+    ("mobilenet_v1_0.25_224_1_default_1.tflite", {"cat.bmp": 286, "burger.jpg": 934}),
+    ("mobilenet_v1_0.5_160_quant.tflite", {"cat.bmp": 286, "bird.bmp": 20}),
+])
+def test_predict_runs_googles_tflite_models(name, expected):
+    """Google's hosted models: a softmax output read as probabilities (not softmaxed again),
+    uint8 input and output quantized as the file says, labels from the packed metadata or
+    ImageNet's for 1001 classes; the published top-1 for each photo."""
+    photos = [fixture_path("images", n) for n in expected]
+    got = _jsonl(cli("predict", "--jsonl", "--weights", fixture_path("tflite", name), *photos))
+    names = imagenet_labels()
+    for result, index in zip(got, expected.values(), strict=True):
+        top = result["predictions"][0]
+        assert (top["index"], top["label"]) == (index, names[index]), result
+        assert top["score"] > 0.5  # a double softmax would flatten this below 0.01
+        assert sum(p["score"] for p in result["predictions"]) <= 1 + 1e-6

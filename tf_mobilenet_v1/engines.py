@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 import threading
+import zipfile
 
 import numpy as np
 
 from .architecture import LOGITS_NAME
+from .fileio import MAX_WEIGHTS_BYTES, check_regular_file
+from .labels import default_id2label
 from .litert import make_interpreter
 from .outputs import logits_from_probabilities, logits_of
 
 LABELS_FILE = "labels.txt"  # beside a .tflite, in a SavedModel's assets.extra (our exports)
+_MAX_LABELS_BYTES = 16 << 20
 
 
 def cores() -> int:
@@ -131,8 +135,10 @@ class SavedModelEngine(Engine):
     def __init__(self, path: str, preprocessing: str = "model"):
         import tensorflow as tf
 
+        from .graph_check import check_saved_model
         from .preprocessing import MobileNetV1ImageProcessor, get_preprocessor
 
+        check_saved_model(path)  # a foreign graph could run anything
         serve = tf.saved_model.load(path).signatures["serving_default"]
         if "logits" not in serve.structured_outputs:
             raise ValueError(f"{path} is a feature-vector SavedModel; pass a classifier export")
@@ -151,34 +157,63 @@ class SavedModelEngine(Engine):
         return self._serve(pixel_values=self._tf.constant(pixels))["logits"].numpy()
 
 
-def labels_file(path: str, count: int) -> dict[int, str]:
-    """The ``count`` label names in a ``labels.txt``, or ``LABEL_i`` when it is missing or
-    does not hold exactly one name per class."""
+def labels_file(path: str, count: int, fallback: list[str] | None = None) -> dict[int, str]:
+    """The ``count`` label names in a ``labels.txt``; else ``fallback``, else the defaults
+    (ImageNet's for 1001 or 1000 classes, ``LABEL_i`` otherwise). A file that is missing or
+    does not hold exactly one name per class counts as none."""
     try:
+        check_regular_file(path, "labels file", _MAX_LABELS_BYTES)
         with open(path, encoding="utf-8") as f:
             names = f.read().splitlines()
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, ValueError):
         names = []
-    if len(names) != count:
-        names = [f"LABEL_{i}" for i in range(count)]
-    return dict(enumerate(names))
+    if len(names) == count:
+        return dict(enumerate(names))
+    return dict(enumerate(fallback)) if fallback else default_id2label(count)
+
+
+def _packed_labels(path: str, count: int) -> list[str] | None:
+    """Labels packed in a TFLite model's metadata (the zip after the flatbuffer that the
+    Android Task Library reads): the first text file with one line per class."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.filename.endswith(".txt") and info.file_size <= _MAX_LABELS_BYTES:
+                    names = z.read(info).decode("utf-8").splitlines()
+                    if len(names) == count:
+                        return names
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, RuntimeError):
+        pass  # no metadata, or unreadable: the labels are unknown, not an error
+    return None
+
+
+def is_export(path) -> bool:
+    """Whether ``path`` is a deployment export that runs as it is: a ``.tflite`` file or a
+    SavedModel directory."""
+    path = os.fspath(path)
+    return path.lower().endswith(".tflite") or os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
 def open_engine(weights: str, preprocessing: str = "model") -> Engine:
     """The engine for any weights source ``predict`` reads (a Keras model), an exported
-    ``.tflite`` file or an exported SavedModel directory."""
+    ``.tflite`` file or an exported SavedModel directory (ours only: see ``graph_check``)."""
     from .preprocessing import get_preprocessor
 
     path = os.fspath(weights)
-    if path.endswith(".tflite"):
+    if path.lower().endswith(".tflite"):
         from tf_mobilenet_v1.converters.tflite_inspect import output_kind
 
+        check_regular_file(path, "TFLite model", MAX_WEIGHTS_BYTES)
         interp = make_interpreter(path)
         (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+        if len(inp["shape"]) != 4 or len(out["shape"]) != 2:
+            raise ValueError(f"{path} takes {list(inp['shape'])} to {list(out['shape'])}; "
+                             "pass an image classifier (one image in, one row of scores out)")
+        count = int(out["shape"][-1])
         labels = labels_file(os.path.join(os.path.dirname(os.path.abspath(path)), LABELS_FILE),
-                             int(out["shape"][-1]))
+                             count, fallback=_packed_labels(path, count))
         return TFLiteEngine(path, get_preprocessor(preprocessing, int(inp["shape"][1])),
-                            labels, output=output_kind(interp))
+                            labels, output=output_kind(interp, path))
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return SavedModelEngine(path, preprocessing)
     from .loaders.dispatch import load_any

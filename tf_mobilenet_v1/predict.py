@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .engines import Engine, KerasEngine, cores
+from .engines import Engine, KerasEngine, cores, is_export, open_engine
 from .errors import native_stderr_silenced
 from .images import find_images, load_pixels
 from .outputs import decode_predictions
@@ -179,16 +179,22 @@ def _table(result: dict) -> str:
 def _load_model(weights):
     """Load weights with anything they print (download progress) sent to stderr, so stdout
     holds only results."""
-    if "tensorflow" not in sys.modules:
+    from .loaders.dispatch import load_any
+
+    return _quietly(load_any, weights)
+
+
+def _quietly(load, *args):
+    """``load(*args)`` with TensorFlow's start-up notices off stderr and anything printed
+    (download progress) on stderr, so stdout holds only results."""
+    if "tensorflow" not in sys.modules and not str(args[0]).lower().endswith(".tflite"):
         # The CLI leaves TensorFlow unimported for predict (the TFLite path needs none), so
         # keep its C++ start-up notices (CUDA probe, oneDNN) off stderr here.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with native_stderr_silenced():
             import tensorflow  # noqa: F401
-    from .loaders.dispatch import load_any
-
     with contextlib.redirect_stdout(sys.stderr):
-        return load_any(weights)
+        return load(*args)
 
 
 OUTPUT_FORMATS = ("table", "json", "jsonl")
@@ -254,9 +260,11 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
     # hundred images.
     from . import fast_predict
 
-    use_fast = fast_predict.enabled(fast)
+    use_fast = fast_predict.enabled(fast) and not is_export(weights)
     engine = fast_predict.open_cached(weights, preprocessing) if use_fast else None
-    if engine is None:
+    if engine is None and is_export(weights):  # checking an export: run the file itself
+        engine = _quietly(open_engine, weights, preprocessing)
+    elif engine is None:
         model = _load_model(weights)
         if use_fast:  # first run on these weights (or a damaged entry): build and cache
             if err.isatty() and fast_predict.eligible(weights, preprocessing):
