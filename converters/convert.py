@@ -3,6 +3,8 @@
 Destination forms: ``*.keras`` and ``*.weights.h5`` (Keras), ``*.ckpt`` (TF-slim checkpoint),
 ``*.safetensors`` / ``*.bin`` (a Hugging Face state dict) or a directory (a Hugging Face model
 directory with ``config.json``, ``preprocessor_config.json`` and ``model.safetensors``).
+Weights that came with batch norm folded (a ``.tflite``) get an identity batch norm for the
+Hugging Face and slim forms, which have no other place for the bias.
 """
 
 from __future__ import annotations
@@ -42,4 +44,6 @@ def convert(src: str, dst: str, *, force: bool = False, use_ema: bool = False) -
     if os.path.lexists(dst.rstrip(os.sep)) and not force:
         raise FileExistsError(f"{dst} already exists; pass --force to replace it")
     model = load_any(src, use_ema=use_ema)
+    if form.family in ("hf", "slim") and model.fold_batchnorm:
+        model = model.unfolded()  # a .tflite's folded weights, as formats with batch norm
     return form.write(model, dst.rstrip(os.sep) if dst != os.sep else dst, force=force)

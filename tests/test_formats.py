@@ -28,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tf_mobilenet_v1.converters.hf import keras_to_state_dict, save_hf
 from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
+from tf_mobilenet_v1.converters.tflite import export_tflite
 
 from tf_mobilenet_v1 import MobileNetV1ForImageClassification, MobileNetV1Model, formats
 from tf_mobilenet_v1.errors import PretrainedWarning
@@ -91,6 +92,8 @@ def sources(tiny, tmp_path_factory):
             tar.add(root / f"m.ckpt{suffix}", arcname=f"m/m.ckpt{suffix}")
     with tarfile.open(root / "g.tgz", "w:gz") as tar:
         tar.add(root / "m.pb", arcname="m/frozen_graph.pb")
+    export_tflite(tiny, root / "m.tflite", outputs="logits")
+    _write_form("keras_h5", tiny, root / "h5")
     return root
 
 
@@ -107,6 +110,8 @@ KINDS = {
     "pb": ("m.pb", "m.pb"),
     "tgz_checkpoint": ("m.tgz", "m.tgz"),
     "tgz_graph": ("g.tgz", "g.tgz"),
+    "tflite": ("m.tflite", "m.tflite"),
+    "keras_h5": ("h5/m.h5", "h5/m.h5"),
 }
 # .bin needs torch (the [interop] extra): its cases run where that is installed.
 KIND_PARAMS = [pytest.param(k, marks=pytest.mark.interop) if k == "bin" else k
@@ -183,7 +188,7 @@ def test_random_damage_to_every_kind(tiny, sources, tmp_path_factory, data, kind
         warnings.simplefilter("ignore")
         out = TALLY.bad(lambda: load_any(target), target, allow_success=True)
     if not isinstance(out, Exception) and name in ("truncate", "append"):
-        _same_weights(out, tiny)
+        _same_weights(out, tiny.folded() if kind == "tflite" else tiny)
 
 
 def _tar(path, members: dict[str, bytes], dirs=()):
@@ -431,7 +436,8 @@ def test_sharded_index_errors(sources, tmp_path):
 # ----------------------------------------------------------------- the contract, per form
 FORM_FILES = {"keras": "m.keras", "weights_h5": "m.weights.h5", "hf_dir": "hf",
               "safetensors": "m.safetensors", "bin": "m.bin", "slim_ckpt": "m.ckpt",
-              "tarball": "m.tgz", "frozen_pb": "m.pb"}
+              "tarball": "m.tgz", "frozen_pb": "m.pb", "tflite": "m.tflite",
+              "keras_h5": "m.h5"}
 FORM_PARAMS = [pytest.param(f.name, marks=pytest.mark.interop) if f.name == "bin" else f.name
                for f in formats.FORMS]  # .bin needs torch, the [interop] extra
 
@@ -444,6 +450,23 @@ def _write_form(name: str, model, root) -> str:
     form = formats.BY_NAME[name]
     if form.writer:
         return form.write(model, path)
+    if name == "tflite":  # written by `export`, float32 logits as our exports make them
+        return export_tflite(model, path, outputs="logits")
+    if name == "keras_h5":  # keras.applications' MobileNet holding the same weights
+        import keras
+
+        from tf_mobilenet_v1.loaders.keras_applications import name_table
+
+        cfg = model.config
+        theirs = keras.applications.MobileNet(
+            alpha=cfg.depth_multiplier, input_shape=(cfg.image_size, cfg.image_size, 3),
+            classes=cfg.num_labels, weights=None)
+        by_path = {v.path: v for v in theirs.weights}
+        ours = {v.path: v for v in model.weights}
+        for path_ours, path_theirs in name_table(head=True).items():
+            by_path[path_theirs].assign(ours[path_ours].numpy())
+        theirs.save(path)
+        return path
     ckpt = formats.BY_NAME["slim_ckpt"].write(model, str(root / "m.ckpt"))
     if name == "tarball":
         with tarfile.open(path, "w:gz") as tar:
@@ -459,7 +482,8 @@ def _write_form(name: str, model, root) -> str:
 def test_every_form_is_in_the_contract_tests():
     assert sorted(FORM_FILES) == sorted(f.name for f in formats.FORMS)
     damaged = {"keras", "weights_h5", "safetensors", "bin", "hf_config", "hf_weights",
-               "ckpt_index", "ckpt_data", "pb", "tgz_checkpoint", "tgz_graph"}
+               "ckpt_index", "ckpt_data", "pb", "tgz_checkpoint", "tgz_graph", "tflite",
+               "keras_h5"}
     assert set(KINDS) == damaged  # every form's files, damaged, in test_damaged_file_of_...
 
 
@@ -469,12 +493,14 @@ def test_every_form_keeps_the_contract(tiny, tmp_path, name):
     a wrong variant names the tensor; NaN weights are refused."""
     path = _write_form(name, tiny, tmp_path / "good")
     assert formats.recognise(path).name == name
+    # A .tflite holds batch norm folded into the convolutions (every TFLite MobileNet does).
+    reference = tiny.folded() if name == "tflite" else tiny
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # .weights.h5: image size unknown
         kept = load_any(path)  # a classifier: its head is kept
         assert isinstance(kept, MobileNetV1ForImageClassification)
         assert kept.config.num_labels == 5
-        _same_weights(kept, tiny)
+        _same_weights(kept, reference)
         with pytest.warns(PretrainedWarning, match="head \\(Logits\\) is left out on purpose"):
             backbone = MobileNetV1Model.from_pretrained(path)
         with pytest.warns(PretrainedWarning, match="5 classes; the new 3-class Logits head"):
@@ -482,7 +508,7 @@ def test_every_form_keeps_the_contract(tiny, tmp_path, name):
         for model in (backbone, fresh):
             for layer in ("Conv2d_0", "Conv2d_13_pointwise"):
                 np.testing.assert_array_equal(model.get_layer(layer).conv.kernel.numpy(),
-                                              tiny.get_layer(layer).conv.kernel.numpy())
+                                              reference.get_layer(layer).conv.kernel.numpy())
         assert fresh.output_shape == (None, 3)
         with pytest.raises(ValueError, match=r"has shape .* needs"):
             MobileNetV1ForImageClassification.from_pretrained(path, depth_multiplier=0.5)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import zipfile
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from .architecture import LOGITS_NAME
 from .fileio import MAX_WEIGHTS_BYTES, check_regular_file
 from .labels import default_id2label
 from .litert import make_interpreter
+from .loaders.tflite import packed_labels
 from .outputs import logits_from_probabilities, logits_of
 
 LABELS_FILE = "labels.txt"  # beside a .tflite, in a SavedModel's assets.extra (our exports)
@@ -172,21 +172,6 @@ def labels_file(path: str, count: int, fallback: list[str] | None = None) -> dic
     return dict(enumerate(fallback)) if fallback else default_id2label(count)
 
 
-def _packed_labels(path: str, count: int) -> list[str] | None:
-    """Labels packed in a TFLite model's metadata (the zip after the flatbuffer that the
-    Android Task Library reads): the first text file with one line per class."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            for info in z.infolist():
-                if info.filename.endswith(".txt") and info.file_size <= _MAX_LABELS_BYTES:
-                    names = z.read(info).decode("utf-8").splitlines()
-                    if len(names) == count:
-                        return names
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, RuntimeError):
-        pass  # no metadata, or unreadable: the labels are unknown, not an error
-    return None
-
-
 def is_export(path) -> bool:
     """Whether ``path`` is a deployment export that runs as it is: a ``.tflite`` file or a
     SavedModel directory."""
@@ -211,7 +196,7 @@ def open_engine(weights: str, preprocessing: str = "model") -> Engine:
                              "pass an image classifier (one image in, one row of scores out)")
         count = int(out["shape"][-1])
         labels = labels_file(os.path.join(os.path.dirname(os.path.abspath(path)), LABELS_FILE),
-                             count, fallback=_packed_labels(path, count))
+                             count, fallback=packed_labels(path, count))
         return TFLiteEngine(path, get_preprocessor(preprocessing, int(inp["shape"][1])),
                             labels, output=output_kind(interp, path))
     if os.path.isfile(os.path.join(path, "saved_model.pb")):

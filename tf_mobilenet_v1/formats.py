@@ -25,7 +25,7 @@ class Form:
 
     name: str
     what: str
-    family: str  # "keras", "hf" or "slim": the forms one reader serves
+    family: str  # "keras", "hf", "slim" or "tflite": the forms one reader serves
     suffixes: tuple[str, ...] = ()
     reader: str = ""
     writer: str | None = None
@@ -63,6 +63,8 @@ FORMS: tuple[Form, ...] = (
          "tf_mobilenet_v1.loaders.keras_files:keras_source", _SAVE_KERAS),
     Form("weights_h5", "a .weights.h5 file", "keras", (".weights.h5",),
          "tf_mobilenet_v1.loaders.keras_files:weights_h5_reader", _SAVE_KERAS),
+    Form("keras_h5", "a keras.applications MobileNet .h5", "keras", (".h5",),
+         "tf_mobilenet_v1.loaders.keras_applications:applications_file_source"),
     Form("hf_dir", "a Hugging Face directory", "hf", (), _HF, _SAVE_HF, directory=True),
     Form("safetensors", "a .safetensors state dict", "hf", (".safetensors",), _HF, _SAVE_HF),
     Form("bin", "a PyTorch .bin state dict", "hf", (".bin",), _HF, _SAVE_HF),
@@ -71,6 +73,8 @@ FORMS: tuple[Form, ...] = (
     Form("tarball", "a release .tgz", "slim", (".tgz", ".tar.gz", ".tar"), _SLIM,
          moving_averages=True),
     Form("frozen_pb", "a frozen .pb", "slim", (".pb",), _SLIM, moving_averages=True),
+    Form("tflite", "a .tflite model (float or quantized)", "tflite", (".tflite",),
+         "tf_mobilenet_v1.loaders.tflite:tflite_source"),
 )
 BY_NAME = {f.name: f for f in FORMS}
 _CHECKPOINT_PARTS = (".index", ".data-00000-of-00001")

@@ -259,6 +259,34 @@ class _MobileNetV1Base(keras.Model):
                 layer.set_weights(src.get_weights())
         return folded
 
+    def unfolded(self):
+        """A copy with batch norm again, for formats that hold it (Hugging Face, slim) when the
+        weights came folded (a ``.tflite``): each block's bias becomes the batch norm's beta,
+        with gamma 1, mean 0 and variance ``1 - epsilon``, so the batch norm is the identity
+        plus that bias and the outputs are unchanged. Its statistics are not real ones: fine
+        for inference and conversion, not for training with batch norm in training mode."""
+        if not self.fold_batchnorm:
+            return self
+        cfg = self.get_config()
+        cfg["fold_batchnorm"] = False
+        unfolded = type(self).from_config(cfg)
+        for layer in unfolded.layers:
+            src = self.get_layer(layer.name)
+            if isinstance(layer, ConvBlock):
+                kernel, bias = src.conv.get_weights()
+                eps = np.float32(layer.bn.epsilon)
+                ones = np.ones_like(bias)
+                # float32(1 - eps) + eps rounds to exactly 1, so 1/sqrt(var + eps) is exactly 1.
+                layer.conv.set_weights([kernel])
+                layer.bn.set_weights([ones, bias, np.zeros_like(bias),
+                                      ones * (np.float32(1) - eps)])
+            elif layer.weights:
+                layer.set_weights(src.get_weights())
+        for attr in ("quant_ranges",):
+            if hasattr(self, attr):
+                setattr(unfolded, attr, getattr(self, attr))
+        return unfolded
+
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MobileNetV1Model(_MobileNetV1Base):

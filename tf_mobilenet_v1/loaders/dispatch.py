@@ -56,13 +56,30 @@ def _as_saved(form, path: str, cls, use_ema: bool):
     """A ``.keras`` file loaded as it was saved (its own config, state and any layers of the
     user's around ours), when that is ``cls`` (``None``: whatever it is); one of another class
     comes back as its ``WeightSource``, and other forms as ``None``."""
-    if form.name != "keras":
+    from .keras_applications import is_applications_archive
+
+    if form.name != "keras" or is_applications_archive(path):
         return None
     from .keras_files import load_keras_file
 
     form.check_ema(path, use_ema)
     model = load_keras_file(path)
     return model if cls is None or type(model) is cls else model_source(model, path)
+
+
+def _is_model(obj) -> bool:
+    return hasattr(obj, "layers") and hasattr(obj, "weights") and not isinstance(obj, str)
+
+
+def _object_source(model) -> WeightSource:
+    """A live Keras model: one of ours, or keras.applications' MobileNet."""
+    from .keras_applications import applications_source, is_applications_mobilenet
+
+    name = f"the {type(model).__name__} {getattr(model, 'name', '')}".rstrip()
+    if is_applications_mobilenet(model) or not isinstance(
+            model, (MobileNetV1Model, MobileNetV1ForImageClassification)):
+        return applications_source(model, name)  # says what a foreign model lacks
+    return model_source(model, name)
 
 
 # ----- assembly -----
@@ -166,6 +183,8 @@ def load_pretrained(cls, name_or_path, *, use_ema: bool = False, **config_overri
     if cls is None:
         cls = MobileNetV1ForImageClassification
     config_overrides, model_kwargs = split_overrides(config_overrides)
+    if _is_model(name_or_path):
+        return assemble(cls, _object_source(name_or_path), config_overrides, model_kwargs)
     path, registry_name = _resolve(name_or_path)
     form = formats.recognise(path)
     src = None
@@ -181,10 +200,15 @@ def load_pretrained(cls, name_or_path, *, use_ema: bool = False, **config_overri
 
 def load_any(src, use_ema: bool = False):
     """Load any supported source as a classifier when it has a head, else as a backbone."""
+    if _is_model(src):
+        source = _object_source(src)
+        cls = MobileNetV1ForImageClassification if source.has_head else MobileNetV1Model
+        return assemble(cls, source, {}, {})
     path, registry_name = _resolve(src)
     form = formats.recognise(path)
-    if form.name == "keras":
-        return _as_saved(form, path, None, use_ema)
+    saved = _as_saved(form, path, None, use_ema)
+    if saved is not None:
+        return saved
     source = _read(form, path, registry_name, use_ema, {})
     cls = MobileNetV1ForImageClassification if source.has_head else MobileNetV1Model
     return assemble(cls, source, {}, {})

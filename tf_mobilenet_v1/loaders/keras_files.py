@@ -185,7 +185,12 @@ def weights_h5_source(path: str, overrides: dict) -> WeightSource:
 
 
 def keras_source(path: str, use_ema: bool, overrides: dict) -> WeightSource:
-    """The ``keras`` form's reader (``formats``)."""
+    """The ``keras`` form's reader (``formats``): one of our models, or keras.applications'
+    MobileNet saved as ``.keras``."""
+    from .keras_applications import applications_file_source, is_applications_archive
+
+    if is_applications_archive(path):
+        return applications_file_source(path, use_ema, overrides)
     return model_source(load_keras_file(path), path)
 
 
