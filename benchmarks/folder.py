@@ -22,7 +22,7 @@ peak RSS (``wait4`` in a small wrapper process). Contenders:
   ``mobilenet.preprocess_input``), ``predict`` in batches of 32.
 * ``onnxruntime``: our ONNX export (``converters.onnx_export``, tf2onnx) run by onnxruntime,
   batches of 32, pixels from our numpy processor; unavailable without ``tf2onnx`` /
-  ``onnxruntime`` (``pip install "tf-mobilenet-v1[onnx]"``).
+  ``onnxruntime`` (``pip install ".[onnx]"`` in the checkout).
 
 The float32 compute floor (``harness.compute_floor``) is measured in this process before and
 after the runs (the higher peak wins); ``ours_fast`` is also run on the first fifth of the
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the project's packages sit one level up
     sys.path.insert(0, str(ROOT))
 PHOTOS = ROOT.parent / "shared" / "fixtures" / "images"
-ONNX_HINT = "pip install 'tf-mobilenet-v1[onnx]' (tf2onnx, onnx, onnxruntime)"
+ONNX_HINT = "pip install '.[onnx]' in the checkout (tf2onnx, onnx, onnxruntime)"
 CONTENDERS = ("ours_fast", "ours_keras", "hf_pipeline", "keras_app", "onnxruntime")
 BEAM = ("beam_direct", "beam_direct_mp")
 SLOW = ("ours_keras", "hf_pipeline", "keras_app", *BEAM)  # tens of seconds a run
@@ -195,7 +195,7 @@ def prepare(work: Path, names: list[str]) -> dict[str, str]:
         missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
         if missing:
             unavailable["hf_pipeline"] = f"{', '.join(missing)} not installed (pip install " \
-                                         "'tf-mobilenet-v1[interop]')"
+                                         "'.[interop]' in the checkout)"
     todo = [n for n in ("keras_app", "onnxruntime") if n in names and n not in unavailable]
     if todo:
         proc = subprocess.run([sys.executable, __file__, "--prepare", ",".join(todo),

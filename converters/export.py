@@ -176,7 +176,7 @@ def onnx_summary(path: str, variant: str = "") -> str:
     try:
         import onnx
     except ImportError as e:
-        raise ImportError(f"reading ONNX files needs onnx: pip install 'tf-mobilenet-v1[onnx]' "
+        raise ImportError(f"reading ONNX files needs onnx: pip install '.[onnx]' from the checkout "
                           f"({e})") from None
     model = onnx.load(path)
 

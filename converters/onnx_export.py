@@ -1,4 +1,4 @@
-"""ONNX export through tf2onnx (``pip install "tf-mobilenet-v1[onnx]"``).
+"""ONNX export through tf2onnx (``pip install ".[onnx]"`` in the checkout).
 
 The graph is the batch-norm-folded model as a ``tf.function``, converted by
 ``tf2onnx.convert.from_function``: input ``pixel_values`` float32 (B, S, S, C), NHWC and
@@ -16,7 +16,8 @@ from tf_mobilenet_v1.fileio import atomic_output, check_writable
 from ._deploy import at_size, check_classifier, check_task, head_fn, labels_text
 
 DEFAULT_OPSET = 17
-_HINT = "pip install 'tf-mobilenet-v1[onnx]' (tf2onnx, onnx, onnxruntime)"
+_HINT = ("pip install '.[onnx]' in the checkout, or the wheel with [onnx] (tf2onnx, onnx, "
+         "onnxruntime)")
 
 
 def _tf2onnx():

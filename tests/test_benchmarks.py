@@ -139,7 +139,7 @@ def test_folder_reports_a_missing_onnx_runtime_with_how_to_install(folder_bench,
                         lambda name, *a: None if name == "tf2onnx" else real(name, *a))
     why = folder_bench.prepare(tmp_path, ["onnxruntime"])
     assert why == {"onnxruntime": "tf2onnx not installed: " + folder_bench.ONNX_HINT}
-    assert "pip install 'tf-mobilenet-v1[onnx]'" in why["onnxruntime"]
+    assert "pip install '.[onnx]' in the checkout" in why["onnxruntime"]
 
 
 @pytest.mark.slow

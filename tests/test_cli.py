@@ -176,3 +176,69 @@ def test_ctrl_c_stops_a_long_run_within_a_second(tmp_path, fast):
     assert len(rest) < 2999
     # The README's figure, printed (no wall-clock assertion: a hang fails the wait above).
     print(f"Ctrl-C to exit (MOBILENET_V1_FAST={fast}): {stopped:.2f} s")
+
+
+# ----------------------------------------------------------------- meeting users halfway
+def test_typos_get_a_suggestion_and_the_subcommands_usage():
+    run = cli("predcit", "x.jpg")
+    assert run.returncode == 2 and "did you mean 'predict'?" in run.stderr
+    run = cli("predict", "--top_k", "3", "x.jpg")
+    assert run.returncode == 2
+    assert run.stderr.startswith("usage: mobilenet-v1 predict")
+    assert "unrecognized arguments: --top_k; did you mean '--top-k'?" in run.stderr
+    run = cli("export", "m", "--format", "tfl")
+    assert run.returncode == 2 and "did you mean 'tflite'?" in run.stderr
+
+
+def test_info_lists_the_registry_without_tensorflow_work():
+    run = cli("info", "--list")
+    lines = run.stdout.splitlines()
+    assert run.returncode == 0 and len(lines) == 32
+    assert lines[0].startswith("mobilenet_v1_1.0_224 ") and "bundled with the package" in lines[0]
+    assert sum("_quant " in line for line in lines) == 16
+    assert all("top-1" in line for line in lines)
+    assert cli("info").returncode == 2 and cli("info", "--list", "x").returncode == 2
+
+
+def test_urls_and_skipped_files_are_explained(tmp_path, tiny_keras):
+    _, weights = tiny_keras
+    photo = fixture_path("images", "burger.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "photo_without_extension").write_bytes(open(photo, "rb").read())
+    os.symlink(photo, tmp_path / "a.jpg")
+    run = cli("predict", "--weights", weights, "--no-fast", str(tmp_path),
+              "https://example.com/cat.jpg")
+    assert run.returncode == 1
+    assert "cannot read image https://example.com/cat.jpg: URLs are not fetched; download " \
+        "the image first" in run.stderr
+    assert "skipped 2 file(s) in the folders without an image extension" in run.stderr
+    assert "name a file explicitly" in run.stderr
+    explicit = cli("predict", "--weights", weights, "--no-fast", "--jsonl",
+                   str(tmp_path / "photo_without_extension"))
+    assert explicit.returncode == 0 and "predictions" in explicit.stdout
+
+
+def test_a_missing_optional_dependency_is_named_before_loading(tmp_path, monkeypatch):
+    """``convert m.bin`` without torch: the one line says what to install (the version the
+    project tests with), before anything loads."""
+    import importlib.util
+
+    (tmp_path / "m.bin").write_bytes(b"not read at all")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    run = cli("convert", str(tmp_path / "m.bin"), str(tmp_path / "out.keras"))
+    assert run.returncode == 1
+    assert "needs torch: pip install torch==2.13.0" in run.one_line_error()
+
+
+def test_warnings_are_one_line_of_the_cli(tmp_path):
+    from conftest import tiny_model
+
+    tiny_model().save_weights(tmp_path / "w.weights.h5")
+    run = cli("convert", str(tmp_path / "w.weights.h5"), str(tmp_path / "o.keras"),
+              keep_warnings=True)
+    assert run.returncode == 0
+    (line,) = [x for x in run.stderr.splitlines() if "warning" in x]
+    assert line.startswith("mobilenet-v1: warning: ") and "stores weights only" in line
+    assert "UserWarning" not in run.stderr and "warnings.warn" not in run.stderr

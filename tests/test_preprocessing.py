@@ -289,7 +289,7 @@ def test_keras_layer_tflite_builtins_exact():
     """Converts with TFLITE_BUILTINS only (no Flex) and stays exact at several input sizes."""
     import tensorflow as tf
 
-    pytest.importorskip("ai_edge_litert", reason="pip install tf-mobilenet-v1[tflite]")
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert (a dependency) is missing")
     from ai_edge_litert.interpreter import Interpreter
 
     layer = MobileNetV1Preprocessing(96)

@@ -18,6 +18,8 @@ _EXPORTS = {
     "MobileNetV1ForImageClassification": "models",
     "MobileNetV1Model": "models",
     "decode_predictions": "outputs",
+    "classify": "predict",
+    "load_any": "loaders.dispatch",
     "MobileNetV1ImageProcessor": "preprocessing",
     "MobileNetV1Preprocessing": "preprocessing",
 }

@@ -1,5 +1,5 @@
 """Classify images at scale with Apache Beam's RunInference (``pip install
-"tf-mobilenet-v1[beam]"``): DirectRunner locally; Dataflow, Flink or Spark for a bucket.
+".[beam]"`` in the checkout): DirectRunner locally; Dataflow, Flink or Spark for a bucket.
 
 The data flow is ``predict``'s: match files -> read bytes -> decode + the weights' own
 processor -> model -> top-k softmax, one JSON line per image in ``predict --jsonl``'s schema.
@@ -30,7 +30,7 @@ try:
     from apache_beam.options.pipeline_options import PipelineOptions
 except ImportError as e:
     raise ImportError("the beam command needs Apache Beam: pip install "
-                      f"'tf-mobilenet-v1[beam]' ({e})") from None
+                      f"'.[beam]' from the checkout, or the wheel with [beam] ({e})") from None
 
 NAMESPACE = "tf_mobilenet_v1"
 DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224"

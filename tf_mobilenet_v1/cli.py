@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
+import warnings
 
-from .errors import first_line, native_stderr_silenced
+from .errors import did_you_mean, first_line, native_stderr_silenced
 from .fileio import end_process
 from .preprocessing import PREPROCESSING_NAMES
 
@@ -20,9 +22,12 @@ DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224"
 
 
 def _info(args) -> int:
-    from .info import describe
+    from .info import describe, list_variants
 
-    print(describe(args.variant))
+    if args.list == (args.variant is not None):
+        print("mobilenet-v1 info: error: give a variant or --list", file=sys.stderr)
+        return 2
+    print(list_variants() if args.list else describe(args.variant))
     return 0
 
 
@@ -81,8 +86,29 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a suggestion for a mistyped command, choice or option."""
+
+    def error(self, message):
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            message += did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2]))
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            options = [o for a in self._actions for o in a.option_strings]
+            message += did_you_mean(unknown[1].split("=")[0], options)
+        super().error(message)
+
+    def subparser(self, command: str) -> argparse.ArgumentParser:
+        """The parser of ``command`` (its usage and options), or this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(command, self)
+        return self
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="mobilenet-v1", formatter_class=_Formatter,
         description="MobileNet V1 in TensorFlow / Keras: classify images, convert and export "
         "weights.", epilog="Also runs as: python -m tf_mobilenet_v1")
@@ -93,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, formatter_class=_Formatter, **kwargs)
 
     s = add("info", help="print a variant's config, parameter count and MACs")
-    s.add_argument("variant", help="a registry name such as mobilenet_v1_0.75_192[_quant], or "
-                   "a weights path")
+    s.add_argument("variant", nargs="?", help="a registry name such as "
+                   "mobilenet_v1_0.75_192[_quant], or a weights path")
+    s.add_argument("--list", action="store_true",
+                   help="list the registry's names, published top-1 and cache state")
     s.set_defaults(func=_info)
 
     s = add("predict", help="classify images (files or directories)")
@@ -191,12 +219,16 @@ def _load_tensorflow_if_needed(args) -> None:
     on a registry name and a missing source need none of its seconds of start-up. ``predict``
     imports it itself, and only when it runs the Keras model."""
     if args.command == "info":
-        if not (os.path.exists(args.variant) or os.path.exists(f"{args.variant}.index")):
+        if args.variant is None or not (os.path.exists(args.variant)
+                                        or os.path.exists(f"{args.variant}.index")):
             return
     elif args.command in ("convert", "export"):
+        from .formats import recognise
         from .loaders.source import locate
 
-        locate(args.src)  # a typo or missing file fails here, in milliseconds
+        path, key = locate(args.src)  # a typo or missing file fails here, in milliseconds
+        if key is None:
+            recognise(path).check_needs(path)  # so does a missing torch for a .bin
     elif args.command != "beam":
         return
     _import_tensorflow_quietly()
@@ -212,6 +244,12 @@ def _end_on_signal(signum, frame):
     end_process(130, "mobilenet-v1: interrupted")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line of the CLI's own, not Python's two with a source line."""
+    text = first_line(message) if isinstance(message, Warning) else str(message)
+    print(f"mobilenet-v1: warning: {text}", file=file or sys.stderr)
+
+
 def main(argv=None) -> int:
     """Run the command line; ``argv=None`` (a real invocation) reads ``sys.argv``."""
     if argv is None and threading.current_thread() is threading.main_thread():
@@ -220,14 +258,16 @@ def main(argv=None) -> int:
         # come out mangled or not at all. Called as a function, Ctrl-C stays KeyboardInterrupt.
         signal.signal(signal.SIGTERM, _end_on_signal)
         signal.signal(signal.SIGINT, _end_on_signal)
-    return _main(argv)
+    with warnings.catch_warnings():  # restores Python's own display afterwards
+        warnings.showwarning = _show_warning
+        return _main(argv)
 
 
 def _main(argv) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "beam":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.subparser(args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     args.pipeline_args = extra  # Beam's own options
     if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         print("mobilenet-v1: error: --top-k and --batch-size must be at least 1", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import functools
 import json
 import math
 import numbers
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .architecture import VALID_OUTPUT_STRIDES
+from .errors import did_you_mean
 from .fileio import SavesPretrained
 from .labels import default_id2label
 from .variants import FORMAT as VARIANT_FORMAT
@@ -120,9 +121,8 @@ class MobileNetV1Config(SavesPretrained):
             return
         fields = [f.name for f in dataclasses.fields(self)]
         if name not in fields:
-            close = difflib.get_close_matches(name, fields, n=1)
             raise AttributeError(f"MobileNetV1Config has no field {name!r}"
-                                 + (f"; did you mean {close[0]!r}?" if close else ""))
+                                 f"{did_you_mean(name, fields)}")
         owner = self.__dict__.get("_owner")
         if owner and name not in _LABEL_FIELDS[1:]:
             raise AttributeError(
@@ -299,3 +299,22 @@ def _checked_id2label(id2label: Mapping) -> dict[int, str]:
                              f"for id {k!r}")
         out[key] = str(v)
     return out
+
+
+def _init_naming_typos(init):
+    """The dataclass's ``__init__``, with an unknown field's TypeError naming the closest
+    field (``depth_mutliplier`` -> ``depth_multiplier``)."""
+    names = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        for key in kwargs:
+            if key not in names:
+                raise TypeError(f"MobileNetV1Config got an unexpected keyword argument {key!r}"
+                                f"{did_you_mean(key, names)}")
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+MobileNetV1Config.__init__ = _init_naming_typos(MobileNetV1Config.__init__)

@@ -15,6 +15,14 @@ class InputRangeWarning(UserWarning):
     """``predict`` got raw pixels (uint8, or floats outside [-1, 1]) instead of model inputs."""
 
 
+def did_you_mean(name: str, choices) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type name when the message is empty."""
     text = str(err).strip()

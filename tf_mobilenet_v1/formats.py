@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 
 from .loaders.hf_names import WEIGHT_FILES
@@ -31,6 +32,14 @@ class Form:
     writer: str | None = None
     directory: bool = False  # a folder (an HF model directory, a checkpoint directory)
     moving_averages: bool = False  # may hold ExponentialMovingAverage shadows (use_ema)
+    needs: tuple[str, ...] = ()  # optional packages its reader imports: checked before loading
+
+    def check_needs(self, path: str) -> None:
+        """An ImportError saying what to install, in milliseconds, before anything loads."""
+        missing = [m for m in self.needs if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ImportError(f"reading {path} ({self.what}) needs {', '.join(missing)}: "
+                              f"{_INSTALL.get(missing[0], 'pip install ' + missing[0])}")
 
     def check_ema(self, path: str, use_ema: bool) -> None:
         if use_ema and not self.moving_averages:
@@ -40,12 +49,18 @@ class Form:
     def read(self, path: str, use_ema: bool = False, overrides: dict | None = None):
         """``path`` as a ``loaders.source.WeightSource``."""
         self.check_ema(path, use_ema)
+        self.check_needs(path)
         return _function(self.reader)(path, use_ema, dict(overrides or {}))
 
     def write(self, model, dst: str, force: bool = False) -> str:
         if self.writer is None:
             raise ValueError(f"{self.what} is read, not written")
         return _function(self.writer)(model, dst, force=force)
+
+
+# The versions the project tests with (a bare `pip install torch` downloads gigabytes more).
+_INSTALL = {"torch": "pip install torch==2.13.0 (CPU is enough), or convert the file to "
+                     ".safetensors where torch is installed"}
 
 
 def _function(spec: str):
@@ -67,7 +82,7 @@ FORMS: tuple[Form, ...] = (
          "tf_mobilenet_v1.loaders.keras_applications:applications_file_source"),
     Form("hf_dir", "a Hugging Face directory", "hf", (), _HF, _SAVE_HF, directory=True),
     Form("safetensors", "a .safetensors state dict", "hf", (".safetensors",), _HF, _SAVE_HF),
-    Form("bin", "a PyTorch .bin state dict", "hf", (".bin",), _HF, _SAVE_HF),
+    Form("bin", "a PyTorch .bin state dict", "hf", (".bin",), _HF, _SAVE_HF, needs=("torch",)),
     Form("slim_ckpt", "a TF-slim checkpoint (prefix or directory)", "slim", (".ckpt",), _SLIM,
          "tf_mobilenet_v1.converters.slim:save_slim_checkpoint", moving_averages=True),
     Form("tarball", "a release .tgz", "slim", (".tgz", ".tar.gz", ".tar"), _SLIM,

@@ -44,21 +44,22 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def find_images(inputs: Iterable[str | os.PathLike], *, keep_missing: bool = False
-                ) -> tuple[list[str], list[str], list[str]]:
+def find_images(inputs: Iterable[str | os.PathLike], *, keep_missing: bool = False,
+                skipped: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
     """Expand files and directories into image paths.
 
     Returns ``(images, missing, empty_dirs)``: files given explicitly are kept whatever their
     extension; directories are walked recursively in sorted order, keeping files with an
     image extension; ``missing`` lists inputs that do not exist and ``empty_dirs`` directories
     without any image. With ``keep_missing`` the missing paths also stay in ``images``, in
-    input order, so that reading them reports the error in place.
+    input order, so that reading them reports the error in place. ``skipped`` (a list)
+    receives the files the walk passed over for their extension.
     """
     images, missing, empty = [], [], []
     for item in inputs:
         path = os.fspath(item)
         if os.path.isdir(path):
-            found = list(_walk_images(path))
+            found = list(_walk_images(path, skipped))
             images.extend(found)
             if not found:
                 empty.append(path)
@@ -71,12 +72,14 @@ def find_images(inputs: Iterable[str | os.PathLike], *, keep_missing: bool = Fal
     return images, missing, empty
 
 
-def _walk_images(root: str) -> Iterator[str]:
+def _walk_images(root: str, skipped: list[str] | None = None) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()  # os.walk follows this list, so the walk order is deterministic
         for name in sorted(filenames):
             if is_image_file(name):
                 yield os.path.join(dirpath, name)
+            elif skipped is not None:
+                skipped.append(os.path.join(dirpath, name))
 
 
 def _bomb_message(path, err) -> str:

@@ -19,15 +19,25 @@ def _entry(name: str):
                          f"{len(registry.CHECKPOINTS)} published checkpoints; {hint}") from None
 
 
-def _published(entry) -> list[str]:
+def _state(entry) -> str:
     where = registry.cached_path(entry.name)
     if where is None:
         size = f", {entry.checksum[2] / 1e6:.0f} MB" if entry.checksum else ""
-        state = f"not downloaded yet (fetched on first use{size})"
-    elif registry.bundled_path(entry.name) == where:
-        state = f"bundled with the package ({where})"
-    else:
-        state = f"cached ({where})"
+        return f"not downloaded yet (fetched on first use{size})"
+    if registry.bundled_path(entry.name) == where:
+        return f"bundled with the package ({where})"
+    return f"cached ({where})"
+
+
+def list_variants() -> str:
+    """Every registry name, one line each: published top-1 and where its weights are."""
+    entries = [registry.get(name) for name in registry.names()]
+    width = max(len(e.name) for e in entries)
+    return "\n".join(f"{e.name:<{width}}  top-1 {e.top1:4.1f}%  {_state(e)}" for e in entries)
+
+
+def _published(entry) -> list[str]:
+    state = _state(entry)
     kind = "8-bit, quantization-aware trained" if entry.quantized else "float32"
     return [f"  {'weights':<24}{kind}",
             f"  {'ImageNet top-1 / top-5':<24}{entry.top1:.1f}% / {entry.top5:.1f}% (published)",

@@ -7,7 +7,6 @@ follow the slim scopes (``Conv2d_0`` ... ``Conv2d_13_pointwise``, ``AvgPool_1a``
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import warnings
 from collections.abc import Sequence
 
@@ -17,7 +16,7 @@ from keras import ops
 
 from .architecture import LOGITS_NAME, hidden_state_names, layer_specs
 from .config import MIN_INPUT_SIZE, MobileNetV1Config
-from .errors import InputRangeWarning
+from .errors import InputRangeWarning, did_you_mean
 from .layers import ConvBlock, SlimAvgPool
 from .outputs import decode_predictions, logits_of
 
@@ -112,8 +111,7 @@ def _check_kwargs(cls_name: str, kwargs: dict, allowed: frozenset) -> None:
         hint = ("it is a keras.applications argument: use tf_mobilenet_v1.MobileNetV1(..., "
                 f"{name}=...), the keras.applications-style factory")
     else:
-        close = difflib.get_close_matches(name, sorted(_CONFIG_FIELDS | allowed), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else \
+        hint = did_you_mean(name, _CONFIG_FIELDS | allowed).removeprefix("; ") or \
             f"config fields are {', '.join(sorted(_CONFIG_FIELDS))}"
     raise TypeError(f"{cls_name}() got an unexpected keyword argument {name!r}; {hint}")
 

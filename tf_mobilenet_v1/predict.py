@@ -12,6 +12,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import sys
 import unicodedata
 import warnings
@@ -227,9 +228,14 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
         raise ValueError(f"unknown output {output!r}; use one of {', '.join(OUTPUT_FORMATS)}")
     stream = sys.stdout if stream is None else stream
     err = sys.stderr
-    paths, missing, empty = find_images(inputs)
+    skipped: list[str] = []
+    paths, missing, empty = find_images(inputs, skipped=skipped)
     for d in empty:
         print(f"mobilenet-v1: warning: no images found in {printable(d)}", file=err)
+    if skipped:
+        print(f"mobilenet-v1: note: skipped {len(skipped)} file(s) in the folders without an "
+              f"image extension, e.g. {printable(skipped[0])}; name a file explicitly to "
+              "classify it anyway", file=err)
     results: list[dict] = []
 
     def report(result: dict, bar=None) -> None:
@@ -243,7 +249,9 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
             _emit(bar, _table(result), stream, end="")
 
     for path in missing:  # a typo fails now, not after the weights load
-        report({"image": path, "error": f"cannot read image {path}: no such file"})
+        why = "URLs are not fetched; download the image first (curl -O URL)" \
+            if re.match(r"(?i)(https?|ftp|gs|s3)://", path) else "no such file"
+        report({"image": path, "error": f"cannot read image {path}: {why}"})
     total = len(paths) + len(missing)
     if not paths:
         if missing:

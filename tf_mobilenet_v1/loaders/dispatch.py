@@ -17,7 +17,7 @@ import warnings
 from .. import formats, registry
 from ..architecture import model_weight_shapes
 from ..config import MobileNetV1Config
-from ..errors import PretrainedWarning
+from ..errors import PretrainedWarning, did_you_mean
 from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
 from .source import HEAD, WeightSource, locate, model_source
 
@@ -168,8 +168,9 @@ def split_overrides(overrides: dict) -> tuple[dict, dict]:
         elif k in _MODEL_KWARGS:
             model[k] = v
         else:
-            raise TypeError(f"from_pretrained got an unknown argument {k!r}; pass config fields "
-                            f"or {', '.join(sorted(_MODEL_KWARGS))}")
+            hint = did_you_mean(k, _CONFIG_FIELDS | _MODEL_KWARGS) or \
+                f"; pass config fields or {', '.join(sorted(_MODEL_KWARGS))}"
+            raise TypeError(f"from_pretrained got an unknown argument {k!r}{hint}")
     return config, model
 
 

@@ -163,8 +163,9 @@ def weights_h5_source(path: str, overrides: dict) -> WeightSource:
         fields["image_size"] = hint.resolution
     elif "image_size" not in overrides:
         warnings.warn(f"{path} stores weights only: image size, labels and padding are unknown "
-                      "and default to 224, ImageNet and tf_padding=True; pass image_size=... "
-                      "(or save a .keras file, which keeps the config)", stacklevel=3)
+                      "and default to 224, ImageNet and tf_padding=True; name the file "
+                      "..._<alpha>_<size>.weights.h5, save a .keras file (which keeps the "
+                      "config), or in Python pass image_size=...", stacklevel=3)
     if head is not None:
         fields["num_labels"] = head[3]
     for key in ("output_stride", "hidden_act", "layer_norm_eps"):
