@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -271,3 +272,79 @@ def test_a_failing_fast_path_is_said_not_swallowed(tmp_path, monkeypatch):
     assert strict.returncode == 1 and strict.errors == [
         "mobilenet-v1: error: fast path: could not build the fast TFLite model: the converter "
         "said no"]
+
+
+def test_stderr_survives_silencing_from_many_threads_at_once():
+    """``native_stderr_silenced`` entered and left by many threads in any overlap: fd 2 ends
+    where it began (overlapping calls once left it on /dev/null, and the fast path's error
+    lines and summary vanished)."""
+    import random
+    import threading
+    import time
+
+    from tf_mobilenet_v1.errors import native_stderr_silenced
+
+    before = os.fstat(2)
+    rng = random.Random(0)
+    delays = [[rng.random() / 500 for _ in range(20)] for _ in range(8)]
+
+    def work(mine):
+        for delay in mine:
+            with native_stderr_silenced():
+                time.sleep(delay)
+            time.sleep(delay / 2)
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in delays]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert os.path.samestat(os.fstat(2), before)
+
+
+# ----------------------------------------------------------------- a cache nobody can plant
+def test_only_a_private_cache_is_used(tmp_path, monkeypatch, capsys):
+    """Created 0700; a directory others may write to (or another user's) is not used, said
+    once on stderr."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(fast_predict.ENV_CACHE, str(cache))
+    assert fast_predict.private_cache_dir() is None  # absent: nothing to read
+    assert fast_predict.private_cache_dir(create=True) == str(cache)
+    assert cache.stat().st_mode & 0o777 == 0o700
+    cache.chmod(0o777)
+    assert fast_predict.private_cache_dir() is None
+    assert fast_predict.private_cache_dir() is None
+    err = capsys.readouterr().err
+    assert err.count("not using the cache") == 1 and "only you can write to" in err
+
+
+def test_cache_files_are_read_only_when_they_are_plain_and_bounded(tmp_path):
+    """A FIFO (no hang), a link to /dev/zero (no endless read), a 2 GB sparse file (not read
+    at all) and a link to a real file (a planted link is not followed) all read as absent."""
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    (tmp_path / "real.json").write_text("{}")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    with open(tmp_path / "sparse.tflite", "wb") as f:
+        f.truncate(2 << 30)
+    for name in ("fifo.json", "zero.json", "link.json", "sparse.tflite", "absent.json"):
+        assert fast_predict._read_own(str(tmp_path / name), 1 << 20) is None, name
+    assert fast_predict._read_own(str(tmp_path / "real.json"), 1 << 20) == b"{}"
+
+
+def test_stale_temporaries_of_killed_builds_are_removed(tmp_path):
+    """A SIGKILLed build leaves ``.tflite-<key>.*.tmp``: removed once 10 minutes old; a fresh
+    one (a build running now) and anything not ours stay."""
+    key = "0" * 64
+    stale = tmp_path / f".tflite-{key}.tflite.abc123.tmp"
+    fresh = tmp_path / f".tflite-{key}.json.def456.tmp"
+    other = tmp_path / ".someone-else.tmp"
+    for d in (stale, fresh, other):
+        d.mkdir()
+        (d / "out0.tflite").write_bytes(b"x" * 100)
+    old = time.time() - 3600
+    for d in (stale, other):
+        os.utime(d, (old, old))
+    fast_predict._remove_stale_temporaries(str(tmp_path))
+    assert not stale.exists() and fresh.exists() and other.exists()

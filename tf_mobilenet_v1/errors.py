@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 
 
 class PretrainedWarning(UserWarning):
@@ -29,22 +30,33 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+_SILENCE = {"lock": threading.Lock(), "depth": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def native_stderr_silenced():
     """Keep C++ notices (TensorFlow's start-up probes, LiteRT's "Created TensorFlow Lite
     XNNPACK delegate") off file descriptor 2 for the duration; Python exceptions still
-    propagate."""
+    propagate. Safe from several threads at once: the first to enter redirects fd 2, the
+    last to leave puts it back (overlapping calls once left it on /dev/null for good)."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # a captured or replaced stderr: nothing to do
         yield
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    with _SILENCE["lock"]:
+        if _SILENCE["depth"] == 0:
+            sys.stderr.flush()
+            _SILENCE["saved"] = os.dup(fd)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        _SILENCE["depth"] += 1
     try:
-        os.dup2(devnull, fd)
         yield
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
+        with _SILENCE["lock"]:
+            _SILENCE["depth"] -= 1
+            if _SILENCE["depth"] == 0:
+                os.dup2(_SILENCE["saved"], fd)
+                os.close(_SILENCE["saved"])

@@ -11,26 +11,38 @@ same numpy / Pillow processor as the Keras path's, so results agree with it to f
 Cache: ``$MOBILENET_V1_CACHE``, else ``$XDG_CACHE_HOME/tf_mobilenet_v1``, else
 ``~/.cache/tf_mobilenet_v1``; entries ``tflite-<key>.tflite`` + ``tflite-<key>.json`` (the
 JSON, written last, names the model file's SHA-256, so a damaged entry is rebuilt, not trusted).
+The directory is used only when it is this user's and nobody else may write to it (created
+0700): anyone who could write there could plant a model with their own labels. Entries are
+read only as this user's regular files of bounded size; temporaries of killed builds go.
 Off switch: ``MOBILENET_V1_FAST=0`` or ``mobilenet-v1 predict --no-fast``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
+import re
+import shutil
+import stat
 import sys
+import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from .engines import TFLiteEngine
 from .errors import first_line
+from .fileio import MAX_WEIGHTS_BYTES, atomic_output
 
 ENV_SWITCH = "MOBILENET_V1_FAST"
 ENV_CACHE = "MOBILENET_V1_CACHE"
 ENV_STRICT = "MOBILENET_V1_FAST_STRICT"  # set: a fast-path failure raises (the tests set it)
+_MAX_META_BYTES = 1 << 20  # an entry's JSON: labels and a processor, a few KB
+_TEMPORARY = re.compile(r"\.tflite-[0-9a-f]{64}\.(tflite|json)\..+\.tmp")
+_STALE_SECONDS = 600
 FORMAT = 2  # bump when the entry's layout or meaning changes: old entries are then ignored
 FAST_PREPROCESSING = ("model", "crop", "resize")  # the numpy processors; "slim" needs TF
 # Build-time check of the converted model against the Keras one (random [-1, 1] input).
@@ -125,24 +137,90 @@ def _engine(content: bytes, meta: dict, preprocessing: str) -> TFLiteEngine:
                         num_labels=meta["num_labels"])
 
 
-def _read_entry(key: str) -> tuple[bytes, dict] | None:
-    """A cache entry's model bytes and metadata, or ``None`` when absent or damaged."""
-    model_path, meta_path = _entry_paths(key)
+def private_cache_dir(create: bool = False) -> str | None:
+    """The cache directory when only this user can write to it (made 0700 with ``create``);
+    ``None`` when it is absent, or (said once on stderr) owned by another user or writable by
+    others: anyone who can write there could plant a model and its labels."""
+    d = cache_dir()
     try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-        with open(model_path, "rb") as f:
-            content = f.read()
-    except (OSError, UnicodeDecodeError, ValueError):
+        if create:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        st = os.lstat(d)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        _say_once(f"cannot use the cache {d}: {first_line(e)}")
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        _say_once(f"not using the cache {d}: it is not a directory of yours that only you can "
+                  f"write to (chmod go-w it, or set {ENV_CACHE} to a private one)")
+        return None
+    return d
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        print(f"mobilenet-v1: warning: {message}", file=sys.stderr)
+
+
+def _read_own(path: str, limit: int) -> bytes | None:
+    """A regular file of this user's, at most ``limit`` bytes, or ``None``: a planted
+    symlink, a FIFO (opened without blocking), a device or a huge sparse file is not read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size > limit:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+        return data if len(data) <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_entry(key: str) -> tuple[bytes, dict] | None:
+    """A cache entry's model bytes and metadata, or ``None`` when absent, damaged or not
+    this user's own."""
+    if private_cache_dir() is None:
+        return None
+    model_path, meta_path = _entry_paths(key)
+    raw = _read_own(meta_path, _MAX_META_BYTES)
+    content = _read_own(model_path, MAX_WEIGHTS_BYTES) if raw is not None else None
+    if content is None:
+        return None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
         ok = meta["format"] == FORMAT and meta["key"] == key \
             and meta["tflite_sha256"] == hashlib.sha256(content).hexdigest() \
             and meta["output"] == "logits" \
             and isinstance(meta["id2label"], dict) and isinstance(meta["num_labels"], int)
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     return (content, meta) if ok else None
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Remove what killed builds left (``.tflite-<key>.*.tmp`` directories of this user's,
+    untouched for 10 minutes, so a build running elsewhere keeps its own)."""
+    now = time.time()
+    for name in os.listdir(folder):
+        if not _TEMPORARY.fullmatch(name):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() \
+                    and now - st.st_mtime > _STALE_SECONDS:
+                shutil.rmtree(path)
 
 
 def _eligible_key(weights: str, preprocessing: str) -> str | None:
@@ -195,7 +273,10 @@ def build(weights: str, model, preprocessing: str) -> TFLiteEngine | None:
         _failed("could not build the fast TFLite model", e)
         return None
     try:
-        _write_entry(key, content, meta)
+        folder = private_cache_dir(create=True)
+        if folder is not None:
+            _remove_stale_temporaries(folder)
+            _write_entry(key, content, meta)
     except OSError as e:  # a read-only home still gets this run's fast model
         print(f"mobilenet-v1: warning: cannot cache the TFLite model in {cache_dir()}: "
               f"{first_line(e)}", file=sys.stderr)
@@ -237,10 +318,7 @@ def _convert(model, key: str) -> tuple[bytes, dict]:
 
 def _write_entry(key: str, content: bytes, meta: dict) -> None:
     """Model file first, metadata last, each atomically: a reader sees a whole entry or none."""
-    from .fileio import atomic_output
-
     model_path, meta_path = _entry_paths(key)
-    os.makedirs(os.path.dirname(model_path), exist_ok=True)
     with atomic_output(model_path, force=True, suffix=".tflite") as tmp:
         with open(tmp, "wb") as f:
             f.write(content)

@@ -180,9 +180,12 @@ def _table(result: dict) -> str:
 def _load_model(weights):
     """Load weights with anything they print (download progress) sent to stderr, so stdout
     holds only results."""
-    from .loaders.dispatch import load_any
+    def load(source):
+        from .loaders.dispatch import load_any  # imports Keras: after the quiet TF import
 
-    return _quietly(load_any, weights)
+        return load_any(source)
+
+    return _quietly(load, weights)
 
 
 def _quietly(load, *args):
