@@ -126,3 +126,28 @@ def test_handler_serves_keras_tflite_and_saved_model(folder, tmp_path):
             assert [p["label"] for p in ours] == [p["label"] for p in theirs], form
             np.testing.assert_allclose([p["score"] for p in ours],
                                        [p["score"] for p in theirs], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_hostile_files_in_the_glob_become_error_lines(tmp_path):
+    """A FIFO named *.jpg (which would block a worker for ever) and a 2 GB sparse "photo"
+    (read whole into memory): each an error line with its reason; the photo beside them is
+    classified and the job succeeds."""
+    require_module("apache_beam")
+    weights = tmp_path / "m.keras"
+    tiny_model(image_size=64).save(weights)
+    images = tmp_path / "in"
+    images.mkdir()
+    shutil.copy(fixture_path("images", "burger.jpg"), images / "burger.jpg")
+    os.mkfifo(images / "fifo.jpg")
+    with open(images / "big.jpg", "wb") as f:
+        f.truncate(2 << 30)
+    out = str(tmp_path / "out" / "p")
+    run = cli("beam", "--input", str(images / "*.jpg"), "--output", out, "--weights", weights)
+    assert run.returncode == 0, run.stderr
+    assert [r["image"] for r in _lines(out + "-0*.jsonl")] == [str(images / "burger.jpg")]
+    errors = {e["image"]: e["error"] for e in _lines(out + "-errors-*.jsonl")}
+    assert sorted(errors) == [str(images / "big.jpg"), str(images / "fifo.jpg")]
+    assert "more than" in errors[str(images / "big.jpg")]
+    assert "not a regular file" in errors[str(images / "fifo.jpg")] or \
+        "named pipe" in errors[str(images / "fifo.jpg")]

@@ -230,6 +230,24 @@ def test_force_onto_a_users_directory_is_refused(tmp_path, src):
     assert os.listdir(folder) == ["thesis.docx"]
 
 
+@pytest.mark.parametrize("planted", ["assets/photos/holiday.jpg", "variables/run1.log",
+                                     "assets.extra/notes.txt", "variables/sub/deep.txt"])
+def test_force_looks_at_every_depth(tmp_path, src, planted):
+    """config.json on top and a user's file deep inside assets/ or variables/: still not our
+    output, so --force refuses it and deletes nothing."""
+    folder = tmp_path / "out"
+    (folder / planted).parent.mkdir(parents=True)
+    (folder / planted).write_text("the user's")
+    (folder / "config.json").write_text("{}")
+    before = snapshot(folder)
+    for args in (["convert", src, folder, "--force"],
+                 ["export", src, folder, "--format", "saved_model", "--force"]):
+        line = cli(*args).one_line_error()
+        first = planted.split("/")[0]
+        assert f"holds '{first}/" in line and "none of our outputs" in line
+    assert snapshot(folder) == before
+
+
 @pytest.mark.slow  # real exports: seconds
 def test_force_onto_our_own_directory_outputs_works(tmp_path, src, monkeypatch):
     from tf_mobilenet_v1.converters import saved_model

@@ -672,3 +672,30 @@ def test_config_asking_for_8192_pixels_is_refused(tmp_path):
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
     line = cli("predict", "--weights", out, fixture_path("images", "burger.jpg")).one_line_error()
     assert "image_size must be an integer in [32, 2048], got 8192" in line
+
+
+@pytest.mark.parametrize("member, size", [("model.weights.h5", 300 << 20),
+                                          ("config.json", 20 << 20)])
+def test_a_keras_archive_declaring_too_much_is_refused_before_decompressing(tmp_path, member,
+                                                                             size):
+    """A few hundred KB of .keras whose weights (or config: a million labels) declare more
+    than any MobileNet V1: refused from the zip directory alone, ours or a user's own model,
+    before a byte is inflated."""
+    import zipfile
+
+    from tf_mobilenet_v1.loaders.dispatch import load_any
+
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("metadata.json", "{}")
+        if member != "config.json":
+            zf.writestr("config.json", '{"class_name": "MobileNetV1ForImageClassification"}')
+        with zf.open(member, "w", force_zip64=True) as f:
+            block = b"\0" * (1 << 20)
+            for _ in range(size >> 20):
+                f.write(block)
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match=f"its {member} declares {size:,} bytes"):
+        load_any(str(path))
+    run = cli("export", str(path), str(tmp_path / "out.tflite"))
+    assert run.returncode == 1 and "declares" in run.one_line_error()

@@ -1,6 +1,7 @@
 """The Keras models: padding semantics, shapes, outputs, serialization, folding and training,
 and what ``predict`` does with inputs it cannot trust (raw pixels, empty batches)."""
 
+import re
 import warnings
 
 import numpy as np
@@ -232,3 +233,19 @@ def test_empty_batch_with_hidden_states():
     out = model.predict(np.zeros((0, 32, 32, 3), np.float32))
     assert out["logits"].shape == (0, 1001)
     assert all(h.shape[0] == 0 for h in out["hidden_states"])
+
+
+@pytest.mark.parametrize("shape, fill, words", [
+    ((2, 3, 32, 32), 0.0, "channels-first (NCHW): pass x.transpose(0, 2, 3, 1)"),
+    ((2, 32, 32, 4), 0.0, "drop the alpha channel"),
+    ((32, 32, 3), 0.0, "add the batch axis"),
+    ((2, 32, 32, 3), np.nan, "NaN or infinite pixel values"),
+    ((2, 32, 32, 3), np.inf, "NaN or infinite pixel values"),
+])
+def test_predict_checks_its_input_first(shape, fill, words):
+    """NCHW, RGBA, a missing batch axis or NaN pixels: one line saying what was expected,
+    before TensorFlow's "Graph execution error:" or silent NaN scores."""
+    model = tiny_model()
+    with pytest.raises(ValueError, match=re.escape(words)) as info:
+        model.predict(np.full(shape, fill, np.float32))
+    assert len(str(info.value).splitlines()) == 1

@@ -513,3 +513,28 @@ def test_predict_runs_googles_tflite_models(name, expected):
         assert (top["index"], top["label"]) == (index, names[index]), result
         assert top["score"] > 0.5  # a double softmax would flatten this below 0.01
         assert sum(p["score"] for p in result["predictions"]) <= 1 + 1e-6
+
+
+def test_json_output_is_strict_json_for_non_utf8_file_names(tiny, tmp_path):
+    """A file name with a byte that is not UTF-8 (``caf\\xe9.jpg``) and an unreadable one: the
+    JSON lines hold ``\\xe9`` as text, never a lone surrogate, which strict parsers reject."""
+    _, weights = tiny
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    photo = open(fixture_path("images", "burger.jpg"), "rb").read()
+    good = os.path.join(os.fsencode(folder), b"caf\xe9.jpg")
+    bad = os.path.join(os.fsencode(folder), b"br\xfbl\xe9.jpg")
+    with open(good, "wb") as f:
+        f.write(photo)
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    for flag in ("--jsonl", "--json"):
+        run = cli("predict", "--weights", weights, "--no-fast", flag, str(folder))
+        assert run.returncode == 1
+        text = run.stdout.encode("utf-8")  # a lone surrogate would not even encode
+        lines = text.decode().splitlines() if flag == "--jsonl" else [text.decode()]
+        results = [r for line in lines for r in (lambda v: v if isinstance(v, list) else [v])(
+            json.loads(line))]
+        names = sorted(r["image"] for r in results)
+        assert names == [str(folder) + "/br\\xfbl\\xe9.jpg", str(folder) + "/caf\\xe9.jpg"]
+        assert any("error" in r and "\\xfb" in r["error"] for r in results)

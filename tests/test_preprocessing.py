@@ -552,3 +552,22 @@ def test_absurd_preprocessor_config_is_refused(tmp_path, options):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(options))
     TALLY.bad(lambda: MobileNetV1ImageProcessor.from_pretrained(tmp_path))
 
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rescale_factor", float("nan")), ("rescale_factor", [1, 2]), ("rescale_factor", None),
+    ("image_mean", float("nan")), ("image_mean", {"r": 1}), ("image_std", 1e-300),
+    ("image_std", float("inf")), ("image_std", [0.5, 0.5]), ("do_normalize", "yes"),
+])
+def test_a_crafted_preprocessor_config_is_one_line_naming_file_and_field(tmp_path, field,
+                                                                        value):
+    """NaN, Infinity, a divisor of 1e-300, a list or null where a number belongs: refused when
+    read, naming the file and the field (not NaN scores, one constant class or a traceback)."""
+    config = MobileNetV1ImageProcessor().to_dict()
+    config[field] = value
+    path = tmp_path / "preprocessor_config.json"
+    path.write_text(json.dumps(config))  # json writes NaN and Infinity as Python reads them
+    with pytest.raises(ValueError) as info:
+        MobileNetV1ImageProcessor.from_pretrained(tmp_path)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and str(path) in message and field in message

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 
 from .engines import Engine, open_engine
 from .errors import first_line
-from .images import is_image_file
+from .fileio import check_regular_file
+from .images import MAX_IMAGE_BYTES, is_image_file
 from .predict import classify
 
 try:
@@ -77,6 +78,14 @@ def build_pipeline(pipeline, inputs: Sequence[str], output: str, *,
     def read(readable):
         path = readable.metadata.path
         try:
+            # predict's checks: a FIFO named *.jpg would block the worker for ever, and a
+            # 2 GB sparse file would be read whole into memory.
+            if "://" not in path:
+                check_regular_file(path, "image", MAX_IMAGE_BYTES)
+            size = readable.metadata.size_in_bytes
+            if size is not None and size > MAX_IMAGE_BYTES:
+                raise ValueError(f"it holds {size:,} bytes, more than any image this reads "
+                                 f"({MAX_IMAGE_BYTES:,})")
             return path, readable.read()
         except Exception as e:  # noqa: BLE001 - an unreadable file is an error line
             return path, e

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import sys
@@ -63,6 +64,35 @@ OUTPUT_DIR_ENTRIES = frozenset({
 })
 
 
+# What our directory outputs hold below their top level (a SavedModel's variables and
+# assets.extra); a user's file anywhere in the tree makes the directory not ours.
+_NESTED_ENTRIES = {
+    "variables": re.compile(r"variables\.(index|data-\d{5}-of-\d{5})"),
+    "assets": re.compile(r"(?!)"),  # our exports put nothing there
+    "assets.extra": re.compile(r"labels\.txt|preprocessor_config\.json"),
+}
+
+
+def _foreign_entry(folder: str) -> str | None:
+    """The first entry, at any depth, that none of our directory outputs writes, or ``None``."""
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name not in OUTPUT_DIR_ENTRIES or os.path.islink(path):
+            return name
+        if os.path.isdir(path):
+            pattern = _NESTED_ENTRIES.get(name)
+            if pattern is None:
+                return name + os.sep
+            for inner in sorted(os.listdir(path)):
+                inner_path = os.path.join(path, inner)
+                if not pattern.fullmatch(inner) or os.path.islink(inner_path) \
+                        or not os.path.isfile(inner_path):
+                    return os.path.join(name, inner)
+        elif name in _NESTED_ENTRIES:
+            return name  # a file where our outputs have a directory
+    return None
+
+
 def check_writable(dst: str | os.PathLike, force: bool = False) -> str:
     """Refuse to replace an existing output unless ``force``; return ``dst`` as a string.
 
@@ -78,10 +108,10 @@ def check_writable(dst: str | os.PathLike, force: bool = False) -> str:
         # --force replaces outputs, never a device, pipe or socket (think /dev/null as root).
         raise FileExistsError(f"{dst} is not a regular file or directory; write elsewhere")
     if os.path.isdir(dst) and not os.path.islink(dst):
-        foreign = sorted(set(os.listdir(dst)) - OUTPUT_DIR_ENTRIES)
+        foreign = _foreign_entry(dst)
         if foreign:
             raise FileExistsError(
-                f"{dst} is a directory that holds {foreign[0]!r}, which none of our outputs "
+                f"{dst} is a directory that holds {foreign!r}, which none of our outputs "
                 "does; --force replaces only our own outputs, so remove it yourself or write "
                 "elsewhere")
     ancestor = os.path.dirname(os.path.abspath(dst))

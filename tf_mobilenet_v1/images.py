@@ -22,6 +22,10 @@ from PIL import Image, ImageOps
 from .errors import first_line
 from .fileio import check_regular_file
 
+# The largest encoded image worth reading: an uncompressed 16-bit TIFF at Pillow's pixel limit
+# is about 540 MB; anything bigger (a 2 GB sparse "photo") is refused before it is read.
+MAX_IMAGE_BYTES = 600 << 20
+
 # Extensions picked up when walking a directory (files named explicitly are always tried).
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".webp", ".tif", ".tiff",
@@ -99,10 +103,13 @@ def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
     path = os.fspath(path)
     if data is None and os.path.exists(path) and not os.path.isdir(path):
         try:
-            check_regular_file(path, "image")  # opening a FIFO would block this run forever
+            size = check_regular_file(path, "image")  # a FIFO would block this run forever
         except ValueError:
             raise ValueError(f"cannot read image {path}: not a regular file (a pipe, socket "
                              "or device); skipped") from None
+        if size > MAX_IMAGE_BYTES:
+            raise ValueError(f"cannot read image {path}: it holds {size:,} bytes, more than any "
+                             f"image this reads ({MAX_IMAGE_BYTES:,}); skipped")
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             # Damaged headers make plugins warn ("Truncated File Read"...); such an image then

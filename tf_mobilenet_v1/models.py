@@ -199,6 +199,7 @@ class _MobileNetV1Base(keras.Model):
         Measured on 1.0_224 (benchmarks/RESULTS.md): 97 ms -> 20 ms at batch 1, same outputs.
         """
         if isinstance(x, np.ndarray):
+            self._check_input(x)
             self._check_pixel_range(x)
             if x.ndim == 4 and not len(x):
                 # Keras's own loop fails on zero samples (UnboundLocalError): give an empty
@@ -212,6 +213,24 @@ class _MobileNetV1Base(keras.Model):
             return keras.tree.map_structure(lambda *a: np.concatenate(a), *outs)
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
                                callbacks=callbacks, **kwargs)
+
+    def _check_input(self, x: np.ndarray) -> None:
+        """Shape and values checked before TensorFlow sees them: its own errors start with
+        "Graph execution error:" and NaN pixels would give NaN scores without a word."""
+        channels = self.config.num_channels
+        if x.ndim != 4 or x.shape[-1] != channels:
+            hint = ""
+            if x.ndim == 4 and x.shape[1] == channels:
+                hint = "; it looks channels-first (NCHW): pass x.transpose(0, 2, 3, 1)"
+            elif x.ndim == 4 and x.shape[-1] == 4 and channels == 3:
+                hint = "; drop the alpha channel: x[..., :3]"
+            elif x.ndim == 3 and x.shape[-1] == channels:
+                hint = "; add the batch axis: x[None]"
+            raise ValueError(f"{self.name}.predict expects (batch, height, width, {channels}) "
+                             f"images (NHWC), got shape {x.shape}{hint}")
+        if x.dtype.kind == "f" and x.size and not np.isfinite(x).all():
+            raise ValueError(f"{self.name}.predict got NaN or infinite pixel values; check the "
+                             "preprocessing (images must be RGB scaled to [-1, 1])")
 
     def _check_pixel_range(self, x: np.ndarray) -> None:
         """Warn once per model when ``predict`` gets raw pixels instead of ``[-1, 1]`` values:

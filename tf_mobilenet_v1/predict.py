@@ -170,6 +170,16 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+def json_safe(result: dict) -> dict:
+    """``result`` with each undecodable byte of a non-UTF-8 file name (a lone surrogate,
+    which strict JSON parsers reject) written as the text ``\\xNN``, in its image and error."""
+    def fix(text: str) -> str:
+        return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c
+                       for c in text)
+
+    return {k: fix(v) if k in ("image", "error") else v for k, v in result.items()}
+
+
 def _table(result: dict) -> str:
     lines = [printable(result["image"])]
     for rank, p in enumerate(result["predictions"], 1):
@@ -247,7 +257,7 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
         if output == "json":
             results.append(result)
         elif output == "jsonl":
-            _emit(bar, json.dumps(result), stream)
+            _emit(bar, json.dumps(json_safe(result)), stream)
         elif "error" not in result:
             _emit(bar, _table(result), stream, end="")
 
@@ -308,6 +318,6 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
 
 def _finish(output: str, results: list[dict], stream) -> None:
     if output == "json":
-        json.dump(results, stream, indent=2)
+        json.dump([json_safe(r) for r in results], stream, indent=2)
         stream.write("\n")
         stream.flush()

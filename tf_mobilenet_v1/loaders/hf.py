@@ -516,10 +516,7 @@ def _own_processor(src, config: MobileNetV1Config) -> dict | None:
         return None
     from ..preprocessing import MobileNetV1ImageProcessor
 
-    try:
-        processor = MobileNetV1ImageProcessor.from_pretrained(file)
-    except ValueError as e:
-        raise ValueError(f"{file}: {e}") from None
+    processor = MobileNetV1ImageProcessor.from_pretrained(file)  # errors name the file
     # An override of image_size (a variant around the same weights) makes its crop stale.
     if processor.output_size() != (config.image_size, config.image_size):
         return None

@@ -99,8 +99,12 @@ def is_applications_archive(path: str) -> bool:
     import json
     import zipfile
 
+    from ..fileio import MAX_JSON_BYTES
+
     try:
         with zipfile.ZipFile(path) as zf:
+            if zf.getinfo("config.json").file_size > MAX_JSON_BYTES:
+                return False  # the loader then refuses it, naming the size
             data = json.loads(zf.read("config.json"))
         layers = data["config"]["layers"]
         names = {layer["config"]["name"] for layer in layers}
@@ -118,6 +122,10 @@ def load_applications_file(path: str):
     from ..fileio import MAX_WEIGHTS_BYTES, check_regular_file
 
     check_regular_file(path, "Keras model", MAX_WEIGHTS_BYTES)
+    if path.endswith(".keras"):
+        from .keras_files import check_archive_sizes
+
+        check_archive_sizes(path)
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # noqa: BLE001 - h5py and Keras raise many kinds on a bad file

@@ -9,6 +9,7 @@ normalize in float32.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from fractions import Fraction
@@ -79,12 +80,33 @@ def _resample(value) -> int:
         raise ValueError(f"unknown resample {value!r}; use a PIL.Image.Resampling value") from None
 
 
+def _number(v, name: str, low: float, high: float) -> float:
+    """A finite real number in [low, high]; anything else (a list, null, NaN, 1e-300 where a
+    divisor belongs) is a ValueError naming the field, never NaN scores later."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    x = float(v)
+    if not (math.isfinite(x) and low <= x <= high):
+        raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], got {v!r}")
+    return x
+
+
+def _flag(v, name: str) -> bool:
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1)):
+        return bool(v)
+    raise ValueError(f"{name} must be true or false, got {v!r}")
+
+
+# Normalization bounds: a mean is a shift, a std a divisor (1e-300 would make every score NaN).
+_BOUNDS = {"image_mean": (-1e3, 1e3), "image_std": (1e-4, 1e4)}
+
+
 def _triple(v, name) -> tuple[float, ...]:
-    t = tuple(float(x) for x in v) if isinstance(v, (tuple, list, np.ndarray)) \
-        else (float(v),) * 3
+    low, high = _BOUNDS.get(name, (-1e3, 1e3))
+    t = tuple(v) if isinstance(v, (tuple, list, np.ndarray)) else (v,) * 3
     if len(t) != 3:
         raise ValueError(f"{name} needs 3 values (R, G, B), got {v!r}")
-    return t
+    return tuple(_number(x, name, low, high) for x in t)
 
 
 def shortest_edge_size(height: int, width: int, shortest_edge: int) -> tuple[int, int]:
@@ -251,18 +273,22 @@ class MobileNetV1ImageProcessor(SavesPretrained):
                  image_mean: Sequence[float] = IMAGENET_STANDARD_MEAN,
                  image_std: Sequence[float] = IMAGENET_STANDARD_STD,
                  data_format: str = "channels_last"):
-        self.do_resize = bool(do_resize)
+        # Every field is checked here, where a preprocessor_config.json is read: a NaN, a
+        # near-zero std or a list where a number belongs would otherwise give NaN scores or
+        # one constant class for every image.
+        self.do_resize = _flag(do_resize, "do_resize")
         self.size = _size_dict(256 if size is None else size, "size", True)
         self.resample = _resample(resample)
-        self.do_center_crop = bool(do_center_crop)
+        self.do_center_crop = _flag(do_center_crop, "do_center_crop")
         self.crop_size = _size_dict(224 if crop_size is None else crop_size, "crop_size", False)
-        self.do_rescale = bool(do_rescale)
-        self.rescale_factor = float(rescale_factor)
-        self.do_normalize = bool(do_normalize)
+        self.do_rescale = _flag(do_rescale, "do_rescale")
+        self.rescale_factor = _number(rescale_factor, "rescale_factor", 1e-6, 1.0)
+        self.do_normalize = _flag(do_normalize, "do_normalize")
         self.image_mean = list(_triple(image_mean, "image_mean"))
         self.image_std = list(_triple(image_std, "image_std"))
-        if any(s == 0 for s in self.image_std):
-            raise ValueError(f"image_std must not contain zeros, got {self.image_std}")
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got "
+                             f"{data_format!r}")
         self.data_format = data_format
 
     # ----- construction -----
@@ -317,7 +343,12 @@ class MobileNetV1ImageProcessor(SavesPretrained):
             path = os.path.join(path, PREPROCESSOR_NAME)
         elif not os.path.exists(path) and registry.canonical_name(path):
             return cls.from_dict(registry.get(path).processor, **kwargs)
-        return cls.from_dict(read_json_object(path, "preprocessor config"), **kwargs)
+        try:
+            return cls.from_dict(read_json_object(path, "preprocessor config"), **kwargs)
+        except ValueError as e:
+            if path in str(e):
+                raise
+            raise ValueError(f"{path}: {e}") from None
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
