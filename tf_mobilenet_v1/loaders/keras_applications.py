@@ -119,12 +119,10 @@ def load_applications_file(path: str):
     import keras
 
     from ..errors import first_line
-    from ..fileio import MAX_WEIGHTS_BYTES, check_regular_file
+    from ..fileio import MAX_WEIGHTS_BYTES, check_archive_sizes, check_regular_file
 
     check_regular_file(path, "Keras model", MAX_WEIGHTS_BYTES)
     if path.endswith(".keras"):
-        from .keras_files import check_archive_sizes
-
         check_archive_sizes(path)
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -10,7 +10,7 @@ import warnings
 from ..architecture import infer_depth_multiplier, layer_specs, model_weight_shapes
 from ..config import MobileNetV1Config
 from ..errors import first_line
-from ..fileio import MAX_JSON_BYTES, MAX_WEIGHTS_BYTES
+from ..fileio import check_archive_sizes
 from ..models import MobileNetV1ForImageClassification, MobileNetV1Model
 from ..variants import variant_in_path
 from .source import WeightSource, model_source, tensor_problem
@@ -69,31 +69,6 @@ def contains_mobilenet(model) -> bool:
     if not isinstance(model, keras.layers.Layer):
         return False
     return any(isinstance(layer, classes) for layer in model._flatten_layers(include_self=True))
-
-
-def check_archive_sizes(path: str) -> None:
-    """Refuse, before anything is decompressed, a ``.keras`` archive whose members declare
-    more than any MobileNet V1 (a model of a user's own included): weights over the 256 MiB
-    cap, a config over 16 MiB (a million labels), or more than a few hundred members."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = zf.infolist()
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise ValueError(f"{path} is a corrupt .keras archive ({first_line(e)})") from None
-    limits = {"model.weights.h5": MAX_WEIGHTS_BYTES, "config.json": MAX_JSON_BYTES,
-              "metadata.json": MAX_JSON_BYTES}
-    total = sum(m.file_size for m in members)
-    for m in members:
-        limit = limits.get(m.filename, MAX_WEIGHTS_BYTES)
-        if m.file_size > limit:
-            raise ValueError(f"{path}: its {m.filename} declares {m.file_size:,} bytes, more "
-                             f"than any MobileNet V1 needs (at most {limit:,}); the file is "
-                             "corrupt or crafted")
-    if len(members) > 1000 or total > 2 * MAX_WEIGHTS_BYTES:
-        raise ValueError(f"{path} declares {len(members)} members and {total:,} bytes in all, "
-                         "more than any MobileNet V1 .keras; the file is corrupt or crafted")
 
 
 def keras_archive_class(path: str) -> str | None:
