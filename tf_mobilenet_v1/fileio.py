@@ -99,7 +99,6 @@ def check_archive_sizes(path: str) -> None:
     cap, a config over 16 MiB (a million labels), or more than a few hundred members."""
     import zipfile
 
-
     try:
         with zipfile.ZipFile(path) as zf:
             members = zf.infolist()
