@@ -156,7 +156,7 @@ def test_a_damaged_cache_entry_is_rebuilt_not_trusted(built_cache, photos, tmp_p
         fast_predict.FORMAT
 
 
-def test_cache_key_follows_the_bytes_and_only_local_known_forms_qualify(tmp_path):
+def test_cache_key_follows_the_bytes_and_every_local_form_qualifies(tmp_path):
     from tf_mobilenet_v1.converters.hf import save_hf
 
     model = tiny_model(seed=3)
@@ -172,8 +172,22 @@ def test_cache_key_follows_the_bytes_and_only_local_known_forms_qualify(tmp_path
         f.seek(-1, os.SEEK_END)
         f.write(bytes([last[0] ^ 1]))
     assert fast_predict.cache_key(files) != key
+    # Every local form qualifies, keyed by all its loader reads; exports run as they are.
     model.save(tmp_path / "m.keras")
-    assert fast_predict.weight_files(str(tmp_path / "m.keras")) is None
+    assert fast_predict.weight_files(str(tmp_path / "m.keras")) == [str(tmp_path / "m.keras")]
+    save_hf(model, str(tmp_path / "m.safetensors"))
+    (tmp_path / "config.json").write_text("{}")
+    assert [os.path.basename(f) for f in fast_predict.weight_files(
+        str(tmp_path / "m.safetensors"))] == ["m.safetensors", "config.json"]
+    from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
+
+    save_slim_checkpoint(model, str(tmp_path / "s.ckpt"))
+    ckpt = [os.path.basename(f) for f in fast_predict.weight_files(str(tmp_path / "s.ckpt"))]
+    assert ckpt == ["s.ckpt.index", "s.ckpt.data-00000-of-00001"]
+    (tmp_path / "m.tflite").write_bytes(b"TFL3")
+    assert fast_predict.weight_files(str(tmp_path / "m.tflite")) is None
+    (tmp_path / "notes.txt").write_text("x")
+    assert fast_predict.weight_files(str(tmp_path / "notes.txt")) is None
     assert fast_predict.weight_files("mobilenet_v1_0.5_160") is None or \
         os.path.exists(fast_predict.weight_files("mobilenet_v1_0.5_160")[0])
     assert fast_predict.weight_files(str(tmp_path / "nowhere")) is None
@@ -348,3 +362,41 @@ def test_stale_temporaries_of_killed_builds_are_removed(tmp_path):
         os.utime(d, (old, old))
     fast_predict._remove_stale_temporaries(str(tmp_path))
     assert not stale.exists() and fresh.exists() and other.exists()
+
+
+@pytest.mark.slow
+def test_every_local_form_takes_the_fast_path(tmp_path, monkeypatch):
+    """A .keras (what a Keras user fine-tunes and saves), a .weights.h5, a slim checkpoint
+    and a .safetensors given as paths: built once, the same results as the Keras model, and
+    the next call never loads the Keras model."""
+    from tf_mobilenet_v1.converters.hf import save_hf
+    from tf_mobilenet_v1.converters.slim import save_slim_checkpoint
+
+    from tf_mobilenet_v1 import predict as predict_mod
+
+    model = tiny_model(seed=5, image_size=64, num_labels=7)
+    sources = {"keras": tmp_path / "m.keras", "h5": tmp_path / "m_0.25_64.weights.h5",
+               "ckpt": tmp_path / "s.ckpt", "safetensors": tmp_path / "st" / "m.safetensors"}
+    model.save(sources["keras"])
+    model.save_weights(sources["h5"])
+    save_slim_checkpoint(model, str(sources["ckpt"]))
+    save_hf(model, str(sources["safetensors"]))
+    photo = fixture_path("images", "cat.bmp")
+    env = {fast_predict.ENV_CACHE: str(tmp_path / "cache"), fast_predict.ENV_STRICT: "1",
+           fast_predict.ENV_SWITCH: None}
+    for name, path in sources.items():
+        keras_run = cli("predict", "--jsonl", "--no-fast", "--weights", path, photo, env=env)
+        cold = cli("predict", "--jsonl", "--weights", path, photo, env=env)
+        assert cold.returncode == 0, cold.stderr
+        with monkeypatch.context() as m:
+            m.setattr(predict_mod, "_load_model",
+                      lambda w, name=name: pytest.fail(f"{name}: the warm call loaded Keras"))
+            warm = cli("predict", "--jsonl", "--weights", path, photo, env=env)
+        want, *_ = [json.loads(x) for x in keras_run.stdout.splitlines()]
+        for run in (cold, warm):
+            got, *_ = [json.loads(x) for x in run.stdout.splitlines()]
+            assert [p["index"] for p in got["predictions"]] == \
+                [p["index"] for p in want["predictions"]], name
+            np.testing.assert_allclose([p["score"] for p in got["predictions"]],
+                                       [p["score"] for p in want["predictions"]], atol=1e-4)
+    assert len(list((tmp_path / "cache").glob("*.tflite"))) == len(sources)

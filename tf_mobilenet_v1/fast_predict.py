@@ -20,6 +20,7 @@ Off switch: ``MOBILENET_V1_FAST=0`` or ``mobilenet-v1 predict --no-fast``.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib.util
 import json
@@ -78,12 +79,13 @@ def cache_dir() -> str:
 
 
 def weight_files(weights: str) -> list[str] | None:
-    """The files whose bytes make up ``weights``, or ``None`` when the fast path does not take
-    them (not local, or a form it does not know: those run on the Keras path)."""
-    from . import registry
+    """The files whose bytes (and names) make up ``weights``, everything its loader reads, or
+    ``None`` when the fast path does not take them (not local, an export that runs as it is,
+    or no known form: those run on the Keras path)."""
+    from . import formats, registry
 
     weights = os.fspath(weights)
-    if not os.path.exists(weights):
+    if not os.path.exists(weights) and not os.path.exists(weights + ".index"):
         key = registry.canonical_name(weights)
         if key is None:
             return None
@@ -92,12 +94,31 @@ def weight_files(weights: str) -> list[str] | None:
             return None
         if os.path.isfile(weights):
             return [weights]
-    if not os.path.isdir(weights):
+    if os.path.isdir(weights):
+        return _hf_directory_files(weights)
+    try:
+        form = formats.recognise(weights)
+    except ValueError:
         return None
-    names = set(os.listdir(weights))
+    if form.name == "tflite":
+        return None  # predict runs a .tflite itself
+    if form.name == "slim_ckpt":
+        prefix = re.sub(r"\.(index|data-\d{5}-of-\d{5})$", "", weights)
+        files = [prefix + ".index", *sorted(glob.glob(glob.escape(prefix) + ".data-*"))]
+    elif form.family == "hf":  # a state dict reads the config files beside it too
+        folder = os.path.dirname(os.path.abspath(weights))
+        files = [weights, *(os.path.join(folder, n) for n in ("config.json", *HF_OPTIONAL)
+                            if os.path.isfile(os.path.join(folder, n)))]
+    else:
+        files = [weights]
+    return files if all(os.path.isfile(f) for f in files) else None
+
+
+def _hf_directory_files(folder: str) -> list[str] | None:
+    names = set(os.listdir(folder))
     if not all(n in names for n in HF_FILES) or any(n in names for n in HF_OTHER_WEIGHTS):
         return None
-    files = [os.path.join(weights, n) for n in (*HF_FILES, *HF_OPTIONAL) if n in names]
+    files = [os.path.join(folder, n) for n in (*HF_FILES, *HF_OPTIONAL) if n in names]
     return files if all(os.path.isfile(f) for f in files) else None
 
 
