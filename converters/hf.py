@@ -156,8 +156,8 @@ def save_hf(model, dst, force: bool = False, pytorch_bin: bool = False) -> str:
     with atomic_output(dst, force, directory=True) as tmp:
         _write_json(os.path.join(tmp, CONFIG_NAME), hf_config_dict(model.config, has_head(model)))
         # The processor that came with the weights, else HF's crop for the model's size.
-        processor = getattr(model, "image_processor", None) or \
-            preprocessor_config_dict(model.config)
+        own = getattr(model, "_processor_config", None)
+        processor = dict(own) if own else preprocessor_config_dict(model.config)
         _write_json(os.path.join(tmp, PREPROCESSOR_NAME), processor)
         _write_safetensors(state_dict, os.path.join(tmp, SAFETENSORS_NAME))
         if torch is not None:

@@ -145,16 +145,21 @@ def _images_from_path(path, image_size: int, limit: int) -> Iterator[np.ndarray]
 def convert_tflite(model, *, quantize: str = "none", io_type: str | None = None,
                    image_size: int | None = None, calibration_images=None,
                    task: str = "classification", outputs: str | None = None,
-                   dynamic_batch: bool = False, metadata: dict | None = None) -> bytes:
+                   dynamic_batch: bool = False, metadata: dict | None = None,
+                   with_metadata: bool = True) -> bytes:
     """Convert a classifier to TFLite flatbuffer bytes with metadata (see
-    :func:`export_tflite`)."""
+    :func:`export_tflite`); ``with_metadata=False``: the bare model (predict's cache keeps
+    the labels itself, and needs none of the Android clients' rules for them)."""
     head = check_task(task, outputs)
     io_type = check_options(quantize, io_type, calibration_images)
     model, size = at_size(check_classifier(model), image_size)
-    meta = model_metadata(model, size, head, io_type, quantize, **(metadata or {}))
+    meta = model_metadata(model, size, head, io_type, quantize, **(metadata or {})) \
+        if with_metadata else None
     flat = _convert(model, quantize=quantize, io_type=io_type, image_size=size,
                     calibration_images=calibration_images, head=head,
                     dynamic_batch=dynamic_batch)
+    if meta is None:
+        return flat
     files = {LABELS_FILE: labels_text(model).encode("utf-8")} if head != "features" else {}
     return tfm.populate(flat, tfm.build_metadata(meta), files)
 

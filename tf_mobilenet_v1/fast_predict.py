@@ -322,7 +322,7 @@ def _convert(model, key: str) -> tuple[bytes, dict]:
     config = model.config
     size = int(config.image_size)
     processor = MobileNetV1ImageProcessor.for_model(model)
-    content = convert_tflite(model, quantize="none", outputs="logits")
+    content = convert_tflite(model, quantize="none", outputs="logits", with_metadata=False)
     meta = {"format": FORMAT, "key": key, "image_size": size,
             "num_labels": int(config.num_labels),
             "id2label": {str(k): v for k, v in (config.id2label or {}).items()},

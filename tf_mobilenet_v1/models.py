@@ -142,14 +142,36 @@ class _MobileNetV1Base(keras.Model):
         # The model's own copy: editing it may rename labels, never change what was built.
         self.config = dataclasses.replace(_resolve_config(config, kwargs))
         self.config._bind(type(self).__name__)
-        # The preprocessing that belongs to these weights (saved with the model); None means
-        # Hugging Face's crop at config.image_size (MobileNetV1ImageProcessor.for_model).
-        self.image_processor = processor.to_dict() if hasattr(processor, "to_dict") \
-            else (dict(processor) if processor else None)
+        # The preprocessing that belongs to these weights (saved with the model, see the
+        # image_processor property); None: Hugging Face's crop at config.image_size.
+        self.image_processor = processor
         self._input_shape_arg = None if input_shape is None else tuple(input_shape)
         self.fold_batchnorm = bool(fold_batchnorm)
         inputs = keras.Input(_input_shape(self.config, input_shape), name="pixel_values")
         return inputs, _backbone(inputs, self.config, self.fold_batchnorm, self._dtype_arg)
+
+    @property
+    def image_processor(self):
+        """The :class:`~tf_mobilenet_v1.preprocessing.MobileNetV1ImageProcessor` that belongs
+        to these weights (``model.image_processor(image)`` prepares pixels): the one their
+        source carried (an HF ``preprocessor_config.json``, a registry record, a ``.keras``
+        saved with one), else Hugging Face's crop at ``config.image_size``. Assign a
+        processor, its dict, or ``None`` (the default) to change it; it is saved with the
+        model."""
+        from .preprocessing import MobileNetV1ImageProcessor
+
+        if self._processor_config is None:
+            return MobileNetV1ImageProcessor.for_variant(self.config.image_size)
+        return MobileNetV1ImageProcessor.from_dict(dict(self._processor_config))
+
+    @image_processor.setter
+    def image_processor(self, value):
+        config = value.to_dict() if hasattr(value, "to_dict") else (dict(value) if value else None)
+        if config is not None:
+            from .preprocessing import MobileNetV1ImageProcessor
+
+            MobileNetV1ImageProcessor.from_dict(config)  # a bad field fails here, not later
+        self._processor_config = config
 
     def _finish_init(self):
         """Per-layer ``trainable`` flags, restored from a save (Keras rebuilds our layers from
@@ -178,7 +200,8 @@ class _MobileNetV1Base(keras.Model):
             **self.config.to_dict(),
             "input_shape": self._input_shape_arg,
             "fold_batchnorm": self.fold_batchnorm,
-            "image_processor": self.image_processor,
+            "image_processor": None if self._processor_config is None
+            else dict(self._processor_config),
             "dtype": None if self._dtype_arg is None
             else keras.dtype_policies.serialize(self._dtype_arg),
             **self._extra_config(),

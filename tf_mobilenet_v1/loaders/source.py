@@ -72,7 +72,7 @@ def model_source(model, description: str) -> WeightSource:
     weights = {v.path: np.asarray(v.numpy()) for v in model.weights}
     return WeightSource(model.config, weights, description, folded=model.fold_batchnorm,
                         quant_ranges=dict(getattr(model, "quant_ranges", {}) or {}),
-                        image_processor=getattr(model, "image_processor", None))
+                        image_processor=getattr(model, "_processor_config", None))
 
 
 def _model_classes():

@@ -313,7 +313,7 @@ class MobileNetV1ImageProcessor(SavesPretrained):
         """The processor that belongs to ``model``'s weights: the one its source carried (an
         HF directory's ``preprocessor_config.json``, a ``.keras`` model saved with one), else
         Hugging Face's crop for the model's ``image_size`` (never another size's crops)."""
-        own = getattr(model, "image_processor", None)
+        own = getattr(model, "_processor_config", getattr(model, "image_processor", None))
         if isinstance(own, cls):
             return cls.from_dict(own.to_dict(), **kwargs) if kwargs else own
         if isinstance(own, dict):
