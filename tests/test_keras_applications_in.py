@@ -55,6 +55,7 @@ def test_a_live_applications_model_gives_its_outputs(alpha, size):
     _check(MobileNetV1ForImageClassification.from_pretrained(theirs), theirs, size)
 
 
+@pytest.mark.slow
 def test_files_and_backbones(tmp_path):
     """A .keras and a legacy .h5 of the model, its backbone (include_top=False) and a
     fine-tuned 10-class head; convert to a Hugging Face directory from the CLI."""
