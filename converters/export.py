@@ -48,6 +48,22 @@ def default_output(variant: str, format: str, quantize: str = "none",
     return os.path.join(DEFAULT_ROOT, variant, name)
 
 
+def _default_folder(src, variant: str) -> str:
+    """Where a default output goes under ``saved_models/``: the variant for official weights
+    (a registry name, a model object), the source's own name for a file or directory of the
+    user's (``fine_tuned.keras`` -> ``fine_tuned``), so it never lands in, or is refused as
+    "already exists" by, the official model's folder."""
+    from tf_mobilenet_v1.formats import FORMS
+
+    if not isinstance(src, (str, os.PathLike)) or not os.path.lexists(os.fspath(src)) and \
+            not os.path.exists(os.fspath(src) + ".index"):
+        return variant
+    name = os.path.basename(os.fspath(src).rstrip(os.sep))
+    suffixes = sorted((x for f in FORMS for x in f.suffixes), key=len, reverse=True)
+    stem = next((name[:-len(x)] for x in suffixes if name.lower().endswith(x)), name)
+    return stem or variant
+
+
 def _check_args(format, quantize, io_type, image_size, calibration_dir, task="classification",
                 outputs=None):
     if format not in FORMATS:
@@ -108,7 +124,8 @@ def export(src, out=None, *, format: str = "tflite", quantize: str = "none",
     model, size = at_size(model, image_size)
     variant = model.config.replace(image_size=size).variant
     out = os.fspath(out).rstrip(os.sep) if out is not None \
-        else default_output(variant, format, quantize, io_type, task, outputs)
+        else default_output(_default_folder(src, variant), format, quantize, io_type, task,
+                            outputs)
     check_writable(out, force)
     if format == "saved_model":
         from .saved_model import export_saved_model
@@ -166,7 +183,8 @@ def tflite_summary(path: str, variant: str = "", quantize: str = "none") -> str:
                         else "raw pixels (no normalization)")
                      + f", packed: {packed} (Task Library / MediaPipe ready)")
     labels = os.path.join(os.path.dirname(os.path.abspath(path)), LABELS_FILE)
-    if os.path.isfile(labels):
+    # A feature-vector model has no labels, even beside a classifier's labels.txt.
+    if os.path.isfile(labels) and (meta is None or LABELS_FILE in meta["packed_files"]):
         lines.append(f"  labels:  {os.path.join(os.path.dirname(path), LABELS_FILE)}")
     return "\n".join(lines)
 

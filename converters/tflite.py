@@ -16,6 +16,7 @@ labels packed as ``labels.txt``), so the Android Task Library and MediaPipe load
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -39,6 +40,7 @@ QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
 DEFAULT_INT8_IO = "uint8"
 MAX_CALIBRATION_IMAGES = 500
+MIN_CALIBRATION_IMAGES = 100  # fewer: a warning, not an error (tests and quick tries use 16)
 
 
 def check_options(quantize: str, io_type: str | None, calibration=None) -> str:
@@ -197,8 +199,9 @@ def model_metadata(model, size: int, head: str, io_type: str, quantize: str = "n
             out = tfm.TensorMeta(name="logits", files=[labels], description=(
                 f"Logits of the {n} labels (apply a softmax for probabilities)."))
         kind = "image classifier"
+    classes = f", {n} classes" if head != "features" and n != 1001 else ""
     meta = tfm.ModelMeta(
-        name=f"MobileNet V1 {kind} ({variant})",
+        name=f"MobileNet V1 {kind} ({variant}{classes})",
         description=(f"MobileNet V1 {variant} {kind}, {_MODE_NAMES[quantize]} weights, "
                      f"{size} x {size} RGB input; exported by tf_mobilenet_v1."
                      + (f" Identifies the most prominent object among {n} categories."
@@ -240,6 +243,10 @@ def _convert(model, *, quantize, io_type, image_size, calibration_images, head,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantize == "int8":
         arrays = list(calibration_arrays(calibration_images, size))
+        if len(arrays) < MIN_CALIBRATION_IMAGES:
+            warnings.warn(f"int8 calibration on {len(arrays)} image(s) only: activation ranges "
+                          "from so few miss what other photos hold; pass at least "
+                          f"{MIN_CALIBRATION_IMAGES} representative photos", stacklevel=2)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([a] for a in arrays)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import cli, fixture_path, require_module, tiny_model
+from hostile import child_env
 
 pytestmark = pytest.mark.beam
 PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
@@ -151,3 +152,22 @@ def test_hostile_files_in_the_glob_become_error_lines(tmp_path):
     assert "more than" in errors[str(images / "big.jpg")]
     assert "not a regular file" in errors[str(images / "fifo.jpg")] or \
         "named pipe" in errors[str(images / "fifo.jpg")]
+
+
+def test_a_clean_run_is_quiet(tmp_path):
+    """No Beam import noise, and when nothing failed no empty errors file to look at. (The
+    import happens in a child: this process may have imported Beam already.)"""
+    require_module("apache_beam")
+    code = ("import tf_mobilenet_v1.beam, logging; logging.getLogger().warning('visible')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=child_env())
+    assert "apitools" not in proc.stderr and "visible" in proc.stderr
+    from tf_mobilenet_v1.beam import _remove_empty_shards
+
+    (tmp_path / "p-errors-00000-of-00001.jsonl").write_text("")
+    (tmp_path / "q-errors-00000-of-00002.jsonl").write_text("")
+    (tmp_path / "q-errors-00001-of-00002.jsonl").write_text('{"image": "x"}\n')
+    _remove_empty_shards(str(tmp_path / "p-errors-*.jsonl"))
+    _remove_empty_shards(str(tmp_path / "q-errors-*.jsonl"))  # one holds an error: kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "q-errors-00000-of-00002.jsonl", "q-errors-00001-of-00002.jsonl"]

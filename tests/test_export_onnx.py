@@ -66,10 +66,10 @@ def test_cli_and_refusals(tiny, tmp_path, monkeypatch, capsys):
     tiny.save("tiny.keras")
     assert cli("export", "tiny.keras", "--format", "onnx").returncode == 0
     out = capsys.readouterr().out
-    assert default_output("mobilenet_v1_0.25_64", "onnx") in out
+    assert default_output("tiny", "onnx") in out  # named after the source file
     assert "input:  pixel_values float32['batch', 64, 64, 3]" in out
     assert "output: logits['batch', 1001]" in out and "output: probabilities" in out
-    assert os.path.isfile(default_output("mobilenet_v1_0.25_64", "onnx"))
+    assert os.path.isfile(default_output("tiny", "onnx"))
     with pytest.raises(ValueError, match="must end in .onnx"):
         export_onnx(tiny, "m.tflite")
     with pytest.raises(ValueError, match="TFLite only"):

@@ -389,9 +389,12 @@ def test_cli_export_force_options_and_refusals(tiny, tmp_path, monkeypatch, caps
     assert cli("export", str(keras_file), "--outputs", "logits", "--dynamic-batch").returncode == 0
     summary = capsys.readouterr().out
     assert "model_float32_logits.tflite" in summary and "output:  logits float32" in summary
+    # Named after the source file, never the official model's folder (saved_models/<variant>).
+    assert os.path.isfile(os.path.join("saved_models", "tiny", "model_float32_logits.tflite"))
     assert cli("export", str(keras_file), "--task", "feature-vector").returncode == 0
     summary = capsys.readouterr().out
     assert "feature_vector_float32.tflite" in summary and "features float32[1, 256]" in summary
+    assert "labels:" not in summary  # beside the classifier's labels.txt, but it has none
     assert cli("export", keras_file, "y.tflite", "--task", "feature-vector",
                "--outputs", "logits").returncode == 1
     assert "--outputs applies to classifiers" in capsys.readouterr().err
@@ -459,3 +462,26 @@ def test_official_sizes_and_structure(official_exports):
         assert ours[op] == google[op]
     for mode, path in official_exports.items():
         assert gpu_compatibility(path).compatible, mode
+
+
+def test_metadata_names_a_fine_tuned_models_classes(tmp_path):
+    """A 10-class model's metadata says so (it is not Google's 1001-class model)."""
+    from tf_mobilenet_v1.converters.tflite_metadata import read_metadata
+
+    model = tiny_model(num_labels=10)
+    path = tfl.export_tflite(model, tmp_path / "m.tflite")
+    assert read_metadata(open(path, "rb").read())["name"] == \
+        "MobileNet V1 image classifier (mobilenet_v1_0.25_32, 10 classes)"
+
+
+@pytest.mark.slow
+def test_int8_with_a_handful_of_calibration_photos_warns(tiny, tmp_path):
+    photos = tmp_path / "cal"
+    photos.mkdir()
+    for i, name in enumerate(("cat.bmp", "bird.bmp", "burger.jpg", "grace_hopper.bmp")):
+        (photos / f"{i}_{name}").write_bytes(fixture_path("images", name).read_bytes())
+    tiny.save(tmp_path / "m.keras")
+    run = cli("export", tmp_path / "m.keras", tmp_path / "q.tflite", "--quantize", "int8",
+              "--calibration-dir", photos, keep_warnings=True)
+    assert run.returncode == 0, run.stderr
+    assert "mobilenet-v1: warning: int8 calibration on 4 image(s) only" in run.stderr

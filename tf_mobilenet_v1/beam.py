@@ -11,6 +11,7 @@ becomes a line of the errors output and never fails the job.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,11 @@ from .fileio import check_regular_file
 from .images import MAX_IMAGE_BYTES, is_image_file
 from .predict import classify
 
+# Beam logs "apitools not found ..." on the root logger when it is imported without the GCP
+# extras: noise on every run of a command that never touches BigQuery.
+_root = logging.getLogger()
+_level = _root.level
+_root.setLevel(max(_level, logging.ERROR))
 try:
     import apache_beam as beam
     from apache_beam.io import fileio
@@ -32,6 +38,8 @@ try:
 except ImportError as e:
     raise ImportError("the beam command needs Apache Beam: pip install "
                       f"'.[beam]' from the checkout, or the wheel with [beam] ({e})") from None
+finally:
+    _root.setLevel(_level)
 
 NAMESPACE = "tf_mobilenet_v1"
 DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224"
@@ -162,7 +170,18 @@ def run_beam(inputs: Sequence[str], output: str, pipeline_args: Sequence[str] = 
                        preprocessing=preprocessing, batch_size=batch_size)
     result = pipeline.result  # the with-block waited for the run to finish
     done, bad = _counter(result, "classified"), _counter(result, "failed")
+    if bad == 0:
+        _remove_empty_shards(output + "-errors-*.jsonl")  # ours, and nothing in them
     if done is not None:
-        print(f"mobilenet-v1: classified {done} images, {bad} unreadable "
-              f"(see {output}-errors-*.jsonl)", file=sys.stderr)
+        where = f" (see {output}-errors-*.jsonl)" if bad else ""
+        print(f"mobilenet-v1: classified {done} images, {bad} unreadable{where}",
+              file=sys.stderr)
     return 0
+
+
+def _remove_empty_shards(pattern: str) -> None:
+    """Delete the empty error shards this run wrote when no image failed."""
+    matched = FileSystems.match([pattern])[0].metadata_list
+    empty = [m.path for m in matched if m.size_in_bytes == 0]
+    if empty and len(empty) == len(matched):
+        FileSystems.delete(empty)
