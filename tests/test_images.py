@@ -264,3 +264,61 @@ def test_find_images(tmp_path):
     kept, _, _ = find_images([tmp_path / "nope.png", explicit], keep_missing=True)
     assert kept == [str(tmp_path / "nope.png"), str(explicit)]
     assert is_image_file("x.JPEG") and not is_image_file("x.txt")
+
+
+def test_a_progressive_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp_path):
+    """Each scan is a pass over the whole image (20,000 of them decoded for 15 minutes):
+    more than ``MAX_JPEG_SCANS`` is refused from the markers, nothing decoded."""
+    import io
+
+    from tf_mobilenet_v1.images import MAX_JPEG_SCANS, open_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, "JPEG", progressive=True)
+    jpeg = buf.getvalue()
+    last_scan = jpeg.rindex(b"\xff\xda")
+    scan = jpeg[last_scan:-2]  # the last scan segment, up to the EOI marker
+    crafted = jpeg[:-2] + scan * (MAX_JPEG_SCANS + 50) + jpeg[-2:]
+    path = tmp_path / "scans.jpg"
+    path.write_bytes(crafted)
+    with pytest.raises(ValueError, match=r"a progressive JPEG of \d+ scans"):
+        open_image(path)
+    with pytest.raises(ValueError, match="progressive JPEG"):
+        open_image(path, data=crafted)
+    ordinary = tmp_path / "ordinary.jpg"  # its own dozen scans decode as ever
+    ordinary.write_bytes(jpeg)
+    assert open_image(ordinary).size == (64, 64)
+
+
+@pytest.mark.slow
+def test_huge_16_bit_pngs_cost_no_more_than_8_bit_ones(tmp_path):
+    """Two 9000 x 9900 images in one run: 16-bit grayscale PNGs peaked at 4.3 GB (widened to
+    float64, decoded side by side) against 1.55 GB for 8-bit RGB. Now converted in row blocks,
+    and decoded one after the other by the pixel budget: within 1.3x the 8-bit run's peak,
+    measured in the same test."""
+    import subprocess
+    import sys
+
+    from hostile import child_env
+
+    rows, cols = 9900, 9000
+    gradient = np.broadcast_to(np.linspace(0, 65535, cols, dtype=np.uint16), (rows, cols))
+    for bits in ("16", "8"):
+        folder = tmp_path / bits
+        folder.mkdir()
+        image = Image.fromarray(np.ascontiguousarray(gradient)) if bits == "16" else \
+            Image.fromarray(np.repeat((gradient >> 8).astype(np.uint8)[..., None], 3, -1))
+        for i in range(2):
+            image.save(folder / f"{i}.png", compress_level=1)
+    code = ("import resource, sys\nfrom tf_mobilenet_v1.cli import main\n"
+            "rc = main(['predict', '--jsonl', '--no-fast', sys.argv[1]])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, rc)")
+    peaks = {}
+    for bits in ("16", "8"):
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / bits)],
+                              capture_output=True, text=True, timeout=600, env=child_env())
+        peak, rc = proc.stdout.splitlines()[-1].split()
+        assert rc == "0", proc.stderr[-2000:]
+        peaks[bits] = int(peak)
+    print(f"peak MiB: 16-bit {peaks['16']}, 8-bit {peaks['8']}")
+    assert peaks["16"] <= 1.3 * peaks["8"], peaks

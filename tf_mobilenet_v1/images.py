@@ -9,6 +9,7 @@ go through Pillow's conversions. Errors are ``ValueError``s that name the file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -25,6 +26,8 @@ from .fileio import check_regular_file
 # The largest encoded image worth reading: an uncompressed 16-bit TIFF at Pillow's pixel limit
 # is about 540 MB; anything bigger (a 2 GB sparse "photo") is refused before it is read.
 MAX_IMAGE_BYTES = 600 << 20
+# A crafted progressive JPEG of 20,000 scans decoded for over 15 minutes (6.5 ms a scan).
+MAX_JPEG_SCANS = 200
 
 # Extensions picked up when walking a directory (files named explicitly are always tried).
 IMAGE_EXTENSIONS = frozenset({
@@ -133,6 +136,13 @@ def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
                          "identify (corrupt, or an unsupported format)") from None
     except Exception as e:  # noqa: BLE001 - plugins raise many types on malformed headers
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    if im.format == "JPEG" and im.info.get("progressive"):
+        scans = _jpeg_scans(path, data)
+        if scans > MAX_JPEG_SCANS:
+            im.close()
+            raise ValueError(f"cannot read image {path}: a progressive JPEG of {scans} scans "
+                             f"(photos have about 10; at most {MAX_JPEG_SCANS} are decoded, as "
+                             "each costs a pass over the whole image)")
     try:
         with im:
             im.load()  # decode now, so truncated or corrupt data fails here
@@ -147,6 +157,15 @@ def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
         raise ValueError(f"cannot read image {path}: {detail}") from None
 
 
+def _jpeg_scans(path: str, data: bytes | None) -> int:
+    """How many scans (SOS markers) a JPEG holds; entropy-coded data never contains the
+    marker bytes (a 0xFF there is stuffed with 0x00), so counting them is exact enough."""
+    if data is None:
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES)
+    return data.count(b"\xff\xda")
+
+
 def pil_to_rgb(im: Image.Image) -> np.ndarray:
     """Convert a PIL image of any mode to a (H, W, 3) uint8 RGB array.
 
@@ -157,8 +176,14 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
     """
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(im).astype(np.float64)
-        return _gray_to_rgb(np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8))
+        a = np.asarray(im)
+        # In row blocks: widening a 90-megapixel image to float64 at once took 700 MB more.
+        out = np.empty(a.shape, np.uint8)
+        step = max(1, (1 << 20) // max(1, a.shape[1]))
+        for r in range(0, a.shape[0], step):
+            block = a[r:r + step].astype(np.float64)
+            out[r:r + step] = np.clip(np.round(block / 257.0), 0, 255)
+        return _gray_to_rgb(out)
     if mode == "F":
         with np.errstate(invalid="ignore"):  # a signalling NaN warns when widened
             a = np.asarray(im).astype(np.float64)
@@ -250,12 +275,54 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return pil_to_rgb(open_image(path))
 
 
+class _PixelBudget:
+    """How many pixels the decoding threads may hold at once: small photos decode side by
+    side, while two images at Pillow's 90-megapixel limit wait for each other (each costs
+    about 1.5 GB on the way to its crop)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.cond = limit, 0, threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int):
+        pixels = min(pixels, self.limit)
+        with self.cond:
+            self.cond.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.used -= pixels
+                self.cond.notify_all()
+
+
+DECODING = _PixelBudget(Image.MAX_IMAGE_PIXELS or 1 << 27)
+
+
+def _pixel_count(path: str, data: bytes | None) -> int:
+    """Width x height from the header alone (0 when it cannot be read, or is no regular file:
+    decoding then fails with its own message)."""
+    if data is None and not os.path.isfile(path):
+        return 0
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path if data is None else io.BytesIO(data)) as im:
+                return int(im.size[0]) * int(im.size[1])
+    except Exception:  # noqa: BLE001 - the real open reports what is wrong
+        return 0
+
+
 def load_pixels(path: str, processor, shape: tuple[int, ...], data: bytes | None = None
                 ) -> tuple[np.ndarray | None, str | None]:
     """``(pixels, None)`` for a readable image, ``(None, message)`` for one that is not (the
-    message names the file). ``data``: the file's bytes, already read; ``path`` names them."""
+    message names the file). ``data``: the file's bytes, already read; ``path`` names them.
+    Large images wait for their share of the decoding budget (``DECODING``)."""
     try:
-        x = processor.preprocess_one(path if data is None else open_image(path, data=data))
+        with DECODING.hold(_pixel_count(path, data)):
+            x = processor.preprocess_one(path if data is None
+                                         else open_image(path, data=data))
         if x.shape != tuple(shape):
             raise ValueError(f"preprocessing gave shape {x.shape}, expected {tuple(shape)}")
         return x.astype(np.float32, copy=False), None
