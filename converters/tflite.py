@@ -140,8 +140,17 @@ def _images_from_path(path, image_size: int, limit: int) -> Iterator[np.ndarray]
         raise ValueError(f"calibration directory {empty[0]} holds no images")
     # Straight resize to S x S (Pillow's bilinear), as the Android Task Library feeds the model.
     prep = MobileNetV1Preprocessing(image_size=image_size, mode="resize")
+    skipped = []
     for p in images[:limit]:
-        yield np.asarray(prep(read_image(p)[None]), np.float32)
+        try:
+            pixels = read_image(p)
+        except ValueError as e:  # an unreadable photo is skipped (said once), not fatal
+            skipped.append(str(e))
+            continue
+        yield np.asarray(prep(pixels[None]), np.float32)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable calibration image(s) in {path}, "
+                      f"e.g. {skipped[0].removesuffix('; skipped')}", stacklevel=2)
 
 
 def convert_tflite(model, *, quantize: str = "none", io_type: str | None = None,

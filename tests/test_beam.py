@@ -171,3 +171,15 @@ def test_a_clean_run_is_quiet(tmp_path):
     _remove_empty_shards(str(tmp_path / "q-errors-*.jsonl"))  # one holds an error: kept
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "q-errors-00000-of-00002.jsonl", "q-errors-00001-of-00002.jsonl"]
+
+
+def test_an_output_prefix_under_a_regular_file_is_one_line(tmp_path):
+    require_module("apache_beam")
+    (tmp_path / "afile").write_text("mine")
+    images = tmp_path / "in"
+    images.mkdir()
+    shutil.copy(fixture_path("images", "cat.bmp"), images / "cat.bmp")
+    run = cli("beam", "--input", str(images / "*.bmp"), "--output", tmp_path / "afile" / "p")
+    assert run.returncode == 1
+    assert "afile is not a directory" in run.one_line_error()
+    assert "Traceback" not in run.stderr and (tmp_path / "afile").read_text() == "mine"

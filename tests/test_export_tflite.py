@@ -485,3 +485,22 @@ def test_int8_with_a_handful_of_calibration_photos_warns(tiny, tmp_path):
               "--calibration-dir", photos, keep_warnings=True)
     assert run.returncode == 0, run.stderr
     assert "mobilenet-v1: warning: int8 calibration on 4 image(s) only" in run.stderr
+
+
+def test_unreadable_calibration_images_are_skipped_and_said_once(tmp_path):
+    """A FIFO and a text file among the calibration photos: skipped (one warning naming
+    them), the readable ones calibrate; only a folder with nothing readable stops."""
+    from tf_mobilenet_v1.converters.tflite import calibration_arrays
+
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(fixture_path("images", "burger.jpg").read_bytes())
+    (folder / "b.png").write_text("not an image")
+    os.mkfifo(folder / "c.jpg")
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable calibration image\(s\)") as w:
+        arrays = list(calibration_arrays(folder, 32))
+    assert len(arrays) == 1 and arrays[0].shape == (1, 32, 32, 3)
+    assert "; skipped" not in str(w[0].message)
+    (folder / "a.jpg").unlink()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no calibration images"):
+        list(calibration_arrays(folder, 32))

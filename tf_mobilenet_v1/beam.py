@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from .engines import Engine, open_engine
 from .errors import first_line
-from .fileio import check_regular_file
+from .fileio import check_regular_file, check_writable
 from .images import MAX_IMAGE_BYTES, is_image_file
 from .predict import classify
 
@@ -164,6 +164,8 @@ def run_beam(inputs: Sequence[str], output: str, pipeline_args: Sequence[str] = 
 
     get_preprocessor(preprocessing)  # a bad name fails before anything starts
     _check_inputs(inputs)
+    if "://" not in output:  # a local prefix under a regular file fails now, in one line
+        check_writable(output + "-00000-of-00001.jsonl", force=True)
     options = PipelineOptions(list(pipeline_args))
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, inputs, output, weights=weights, top_k=top_k,
