@@ -64,6 +64,24 @@ def _default_folder(src, variant: str) -> str:
     return stem or variant
 
 
+def _may_carry_ranges(src) -> bool:
+    """Whether ``src`` can bring quantization ranges (a ``_quant`` registry name, a slim
+    checkpoint or release, a ``.tflite``), so that int8 needs no calibration: decided before
+    loading, so the others fail at once."""
+    from tf_mobilenet_v1 import formats, registry
+
+    if not isinstance(src, (str, os.PathLike)):
+        return bool(getattr(src, "quant_ranges", None))
+    src = os.fspath(src)
+    key = registry.canonical_name(src) if not os.path.exists(src) else None
+    if key is not None:
+        return registry.get(key).quantized
+    try:
+        return formats.recognise(src).family in ("slim", "tflite")
+    except (ValueError, OSError):
+        return False
+
+
 def _check_args(format, quantize, io_type, image_size, calibration_dir, task="classification",
                 outputs=None):
     if format not in FORMATS:
@@ -82,7 +100,8 @@ def _check_args(format, quantize, io_type, image_size, calibration_dir, task="cl
     from .tflite import check_options
 
     io_type = check_options(quantize, io_type, calibration_dir)
-    if calibration_dir is not None and not os.path.exists(calibration_dir):
+    if calibration_dir is not None and calibration_dir != "ranges" \
+            and not os.path.exists(calibration_dir):
         raise FileNotFoundError(f"calibration directory {calibration_dir} does not exist")
     return io_type
 
@@ -117,10 +136,20 @@ def export(src, out=None, *, format: str = "tflite", quantize: str = "none",
     """
     from tf_mobilenet_v1.fileio import check_writable
 
-    io_type = _check_args(format, quantize, io_type, image_size, calibration_dir, task, outputs)
+    from .quantized import RANGES
+
+    own_ranges = quantize == "int8" and calibration_dir is None and _may_carry_ranges(src)
+    io_type = _check_args(format, quantize, io_type, image_size,
+                          RANGES if own_ranges else calibration_dir, task, outputs)
     if out is not None:
         check_writable(os.fspath(out).rstrip(os.sep), force)  # fail before loading weights
     model = _load(src)
+    if own_ranges:
+        if not getattr(model, "quant_ranges", None):
+            raise ValueError(f"--quantize int8 needs calibration images: {src} carries no "
+                             "quantization ranges; pass --calibration-dir with a few hundred "
+                             "representative photos")
+        calibration_dir = RANGES  # the ranges it was trained with, no calibration
     model, size = at_size(model, image_size)
     variant = model.config.replace(image_size=size).variant
     out = os.fspath(out).rstrip(os.sep) if out is not None \

@@ -35,6 +35,7 @@ from ._deploy import (
     labels_text,
     same_text,
 )
+from .quantized import RANGES
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
@@ -59,7 +60,14 @@ def check_options(quantize: str, io_type: str | None, calibration=None) -> str:
         return "float32"
     if calibration is None:
         raise ValueError("--quantize int8 needs calibration images; pass --calibration-dir "
-                         "with a few hundred representative photos")
+                         "with a few hundred representative photos (a quantization-aware "
+                         "model, a _quant checkpoint or a uint8 .tflite, needs none)")
+    if isinstance(calibration, str) and calibration == RANGES:
+        if io_type not in (None, "uint8"):
+            raise ValueError("a model quantized from its own ranges has uint8 input and "
+                             "output (as Google's _quant models); drop --io-type or pass "
+                             "--calibration-dir to calibrate")
+        return "uint8"
     return io_type or DEFAULT_INT8_IO
 
 
@@ -239,6 +247,13 @@ def _convert(model, *, quantize, io_type, image_size, calibration_images, head,
 
     io_type = check_options(quantize, io_type, calibration_images)
     model, size = at_size(check_classifier(model), image_size)
+    if isinstance(calibration_images, str) and calibration_images == RANGES:
+        if dynamic_batch:
+            raise ValueError("--dynamic-batch is not available for a model quantized from "
+                             "its own ranges (batch 1, as Google's _quant models)")
+        from .quantized import convert_with_ranges
+
+        return convert_with_ranges(model, size, head)
     inference_model = model.folded()  # batch norm folded into conv bias: no MUL/ADD ops
     concrete, holder = _concrete_function(inference_model, size, head,
                                           None if dynamic_batch else 1)
