@@ -288,16 +288,7 @@ class _MobileNetV1Base(keras.Model):
         """
         if self.fold_batchnorm:
             return self
-        cfg = self.get_config()
-        cfg["fold_batchnorm"] = True
-        folded = type(self).from_config(cfg)
-        for layer in folded.layers:
-            src = self.get_layer(layer.name)
-            if isinstance(layer, ConvBlock):
-                layer.conv.set_weights(src.folded_weights())
-            elif layer.weights:
-                layer.set_weights(src.get_weights())
-        return folded
+        return self._rebuilt(True, lambda src, new: new.conv.set_weights(src.folded_weights()))
 
     def unfolded(self):
         """A copy with batch norm again, for formats that hold it (Hugging Face, slim) when the
@@ -307,25 +298,32 @@ class _MobileNetV1Base(keras.Model):
         for inference and conversion, not for training with batch norm in training mode."""
         if not self.fold_batchnorm:
             return self
+
+        def identity_batchnorm(src, new):
+            kernel, bias = src.conv.get_weights()
+            eps = np.float32(new.bn.epsilon)
+            ones = np.ones_like(bias)
+            # float32(1 - eps) + eps is exactly 1 for the usual epsilons (1e-3, 1e-4, 1e-5).
+            new.conv.set_weights([kernel])
+            new.bn.set_weights([ones, bias, np.zeros_like(bias), ones * (np.float32(1) - eps)])
+
+        return self._rebuilt(False, identity_batchnorm)
+
+    def _rebuilt(self, fold: bool, blocks):
+        """A copy built with ``fold_batchnorm=fold``: ``blocks(source, copy)`` fills each
+        ConvBlock, other layers' weights and the quantization ranges are copied."""
         cfg = self.get_config()
-        cfg["fold_batchnorm"] = False
-        unfolded = type(self).from_config(cfg)
-        for layer in unfolded.layers:
+        cfg["fold_batchnorm"] = fold
+        copy = type(self).from_config(cfg)
+        for layer in copy.layers:
             src = self.get_layer(layer.name)
             if isinstance(layer, ConvBlock):
-                kernel, bias = src.conv.get_weights()
-                eps = np.float32(layer.bn.epsilon)
-                ones = np.ones_like(bias)
-                # float32(1 - eps) + eps rounds to exactly 1, so 1/sqrt(var + eps) is exactly 1.
-                layer.conv.set_weights([kernel])
-                layer.bn.set_weights([ones, bias, np.zeros_like(bias),
-                                      ones * (np.float32(1) - eps)])
+                blocks(src, layer)
             elif layer.weights:
                 layer.set_weights(src.get_weights())
-        for attr in ("quant_ranges",):
-            if hasattr(self, attr):
-                setattr(unfolded, attr, getattr(self, attr))
-        return unfolded
+        if getattr(self, "quant_ranges", None):
+            copy.quant_ranges = dict(self.quant_ranges)
+        return copy
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
