@@ -395,3 +395,26 @@ def test_export_takes_a_users_model_file_and_refuses_other_models(tmp_path):
     plain = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
     with pytest.raises(ValueError, match="built around one of our MobileNet V1 models"):
         export(plain, str(tmp_path / "x.tflite"))
+
+
+def test_a_saved_config_is_short(tmp_path):
+    """ImageNet's 1001 names are rebuilt from num_labels, not saved: the config in a .keras is
+    under a kilobyte (60 KB before), so Keras's error when ``tf_mobilenet_v1`` was never
+    imported shows a config a person can read; custom names are still saved."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from hostile import child_env
+
+    tiny_model().save(tmp_path / "m.keras")
+    assert len(zipfile.ZipFile(tmp_path / "m.keras").read("config.json")) < 1024
+    code = "import keras, sys; keras.saving.load_model(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")],
+                          capture_output=True, text=True, timeout=300, env=child_env())
+    assert proc.returncode != 0 and "MobileNetV1ForImageClassification" in proc.stderr
+    assert len(proc.stderr) < 8000, len(proc.stderr)
+    named = tiny_model(num_labels=2)
+    named.config.id2label = {0: "cat", 1: "dog"}
+    named.save(tmp_path / "n.keras")
+    assert keras.saving.load_model(tmp_path / "n.keras").config.id2label == {0: "cat", 1: "dog"}

@@ -17,6 +17,7 @@ from keras import ops
 from .architecture import LOGITS_NAME, hidden_state_names, layer_specs
 from .config import MIN_INPUT_SIZE, MobileNetV1Config
 from .errors import InputRangeWarning, did_you_mean
+from .labels import default_id2label
 from .layers import ConvBlock, SlimAvgPool
 from .outputs import decode_predictions, logits_of
 
@@ -193,11 +194,16 @@ class _MobileNetV1Base(keras.Model):
         return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
+        fields = self.config.to_dict()
+        if self.config.id2label == default_id2label(self.config.num_labels):
+            # ImageNet's (or LABEL_i) names are rebuilt from num_labels: a saved config stays
+            # a few hundred bytes instead of 60 KB (which Keras prints whole in its errors).
+            fields["id2label"] = fields["label2id"] = None
         return {
             "name": self.name,
             "trainable": self.trainable,
             "frozen_layers": _frozen_paths(self) if self.trainable else [],
-            **self.config.to_dict(),
+            **fields,
             "input_shape": self._input_shape_arg,
             "fold_batchnorm": self.fold_batchnorm,
             "image_processor": None if self._processor_config is None
