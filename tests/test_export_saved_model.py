@@ -138,10 +138,13 @@ def test_force_replaces_directory(tmp_path):
                                                     num_labels=3), 1)
     dst = tmp_path / "sm"
     sm.export_saved_model(a, dst, top_k=2)
-    # A stale file inside our own layout goes (a foreign top-level entry is refused: fileio).
-    (dst / "assets.extra" / "stale.txt").write_text("old")
+    # A file our exports never write, at any depth, makes the folder not ours: refused.
+    (dst / "assets.extra" / "stale.txt").write_text("the user's")
+    with pytest.raises(FileExistsError, match="assets.extra/stale.txt"):
+        sm.export_saved_model(a, dst, top_k=3, force=True)
+    assert (dst / "assets.extra" / "stale.txt").read_text() == "the user's"
+    (dst / "assets.extra" / "stale.txt").unlink()
     sm.export_saved_model(a, dst, top_k=3, force=True)
-    assert not (dst / "assets.extra" / "stale.txt").exists()
     sigs = sm.saved_model_signatures(dst)
     assert sigs["serving_uint8"]["outputs"]["top_k_indices"] == ("int32", (None, 3))
     assert sorted(os.listdir(tmp_path)) == ["sm"]
