@@ -397,6 +397,7 @@ def test_export_takes_a_users_model_file_and_refuses_other_models(tmp_path):
         export(plain, str(tmp_path / "x.tflite"))
 
 
+@pytest.mark.slow  # a child process: importing Keras alone takes seconds
 def test_a_saved_config_is_short(tmp_path):
     """ImageNet's 1001 names are rebuilt from num_labels, not saved: the config in a .keras is
     under a kilobyte (60 KB before), so Keras's error when ``tf_mobilenet_v1`` was never
