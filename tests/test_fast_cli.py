@@ -351,8 +351,8 @@ def test_stale_temporaries_of_killed_builds_are_removed(tmp_path):
     """A SIGKILLed build leaves ``.tflite-<key>.*.tmp``: removed once 10 minutes old; a fresh
     one (a build running now) and anything not ours stay."""
     key = "0" * 64
-    stale = tmp_path / f".tflite-{key}.tflite.abc123.tmp"
-    fresh = tmp_path / f".tflite-{key}.json.def456.tmp"
+    stale = tmp_path / f".tflite-{key}.tflite.abc12345.tmp"
+    fresh = tmp_path / f".tflite-{key}.json.def45678.tmp"
     other = tmp_path / ".someone-else.tmp"
     for d in (stale, fresh, other):
         d.mkdir()
@@ -360,7 +360,9 @@ def test_stale_temporaries_of_killed_builds_are_removed(tmp_path):
     old = time.time() - 3600
     for d in (stale, other):
         os.utime(d, (old, old))
-    fast_predict._remove_stale_temporaries(str(tmp_path))
+    from tf_mobilenet_v1.fileio import remove_stale_temporaries
+
+    remove_stale_temporaries(str(tmp_path), fast_predict._TEMPORARY)
     assert not stale.exists() and fresh.exists() and other.exists()
 
 

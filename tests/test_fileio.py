@@ -260,3 +260,20 @@ def test_force_onto_our_own_directory_outputs_works(tmp_path, src, monkeypatch):
             assert cli(*args, "--force").returncode == 0
     assert leftovers(tmp_path) == []
     assert (tmp_path / "sm" / "saved_model.pb").read_bytes() == QuickArchive.GRAPH
+
+
+def test_temporaries_of_a_killed_write_are_removed_by_the_next_one(tmp_path, src):
+    """SIGKILL leaves ``.<output>.<8 characters>.tmp`` beside the output: the next write of
+    that output removes it once it is 10 minutes old; a fresh one (a run writing now) and
+    anything not named exactly so stay."""
+    stale = tmp_path / ".o.safetensors.abcd1234.tmp"
+    fresh = tmp_path / ".o.safetensors.efgh5678.tmp"
+    other = tmp_path / ".o.safetensors.mine.tmp"
+    for d in (stale, fresh, other):
+        d.mkdir()
+        (d / "out0.safetensors").write_bytes(b"x" * 1000)
+    old = time.time() - 3600
+    for d in (stale, other):
+        os.utime(d, (old, old))
+    assert cli("convert", src, tmp_path / "o.safetensors").returncode == 0
+    assert not stale.exists() and fresh.exists() and other.exists()

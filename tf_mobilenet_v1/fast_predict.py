@@ -19,31 +19,27 @@ Off switch: ``MOBILENET_V1_FAST=0`` or ``mobilenet-v1 predict --no-fast``.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import importlib.util
 import json
 import os
 import re
-import shutil
 import stat
 import sys
-import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from .engines import TFLiteEngine
 from .errors import first_line
-from .fileio import MAX_WEIGHTS_BYTES, atomic_output
+from .fileio import MAX_WEIGHTS_BYTES, atomic_output, remove_stale_temporaries
 
 ENV_SWITCH = "MOBILENET_V1_FAST"
 ENV_CACHE = "MOBILENET_V1_CACHE"
 ENV_STRICT = "MOBILENET_V1_FAST_STRICT"  # set: a fast-path failure raises (the tests set it)
 _MAX_META_BYTES = 1 << 20  # an entry's JSON: labels and a processor, a few KB
-_TEMPORARY = re.compile(r"\.tflite-[0-9a-f]{64}\.(tflite|json)\..+\.tmp")
-_STALE_SECONDS = 600
+_TEMPORARY = r"tflite-[0-9a-f]{64}\.(tflite|json)"  # the entries' names, for their temporaries
 FORMAT = 2  # bump when the entry's layout or meaning changes: old entries are then ignored
 FAST_PREPROCESSING = ("model", "crop", "resize")  # the numpy processors; "slim" needs TF
 # Build-time check of the converted model against the Keras one (random [-1, 1] input).
@@ -229,21 +225,6 @@ def _read_entry(key: str) -> tuple[bytes, dict] | None:
     return (content, meta) if ok else None
 
 
-def _remove_stale_temporaries(folder: str) -> None:
-    """Remove what killed builds left (``.tflite-<key>.*.tmp`` directories of this user's,
-    untouched for 10 minutes, so a build running elsewhere keeps its own)."""
-    now = time.time()
-    for name in os.listdir(folder):
-        if not _TEMPORARY.fullmatch(name):
-            continue
-        path = os.path.join(folder, name)
-        with contextlib.suppress(OSError):
-            st = os.lstat(path)
-            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() \
-                    and now - st.st_mtime > _STALE_SECONDS:
-                shutil.rmtree(path)
-
-
 def _eligible_key(weights: str, preprocessing: str) -> str | None:
     """The cache key of ``weights``, or ``None`` when they or the preprocessing do not qualify."""
     if preprocessing not in FAST_PREPROCESSING:
@@ -296,7 +277,7 @@ def build(weights: str, model, preprocessing: str) -> TFLiteEngine | None:
     try:
         folder = private_cache_dir(create=True)
         if folder is not None:
-            _remove_stale_temporaries(folder)
+            remove_stale_temporaries(folder, _TEMPORARY)  # of killed builds of any entry
             _write_entry(key, content, meta)
     except OSError as e:  # a read-only home still gets this run's fast model
         print(f"mobilenet-v1: warning: cannot cache the TFLite model in {cache_dir()}: "

@@ -9,6 +9,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 
 from .errors import first_line
@@ -285,6 +286,31 @@ def scratch_directory(prefix: str) -> Iterator[str]:
             _PENDING.pop(tmp, None)
 
 
+STALE_SECONDS = 600  # a temporary untouched this long belongs to a run that was killed
+
+
+def remove_stale_temporaries(folder: str, base: str) -> None:
+    """Remove what a killed (SIGKILL) write of ``base`` (a regular expression for the output's
+    name) left in ``folder``: directories named exactly as ``atomic_output`` names its
+    temporaries (``.<base>.<8 characters>.tmp``), this user's, untouched for 10 minutes (a run
+    writing now keeps its own). Nothing else."""
+    pattern = re.compile(rf"\.{base}\.[a-z0-9_]{{8}}\.tmp")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() \
+                    and now - st.st_mtime > STALE_SECONDS:
+                shutil.rmtree(path)
+
+
 @contextlib.contextmanager
 def atomic_output(dst: str | os.PathLike, force: bool = False, directory: bool = False,
                   suffix: str = "") -> Iterator[str]:
@@ -317,6 +343,7 @@ def atomic_outputs(dsts, force: bool = False, directory: bool = False,
     try:
         with _shielded():
             created = _make_parents(parent)
+            remove_stale_temporaries(parent, re.escape(base))
             tmp_dir = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
             _PENDING[tmp_dir] = created
     except OSError as e:
