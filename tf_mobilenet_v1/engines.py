@@ -15,10 +15,12 @@ import numpy as np
 
 from .architecture import LOGITS_NAME
 from .fileio import MAX_WEIGHTS_BYTES, check_regular_file
+from .graph_check import check_saved_model
 from .labels import default_id2label
 from .litert import make_interpreter
 from .loaders.tflite import packed_labels
 from .outputs import logits_from_probabilities, logits_of
+from .preprocessing import MobileNetV1ImageProcessor, get_preprocessor
 
 LABELS_FILE = "labels.txt"  # beside a .tflite, in a SavedModel's assets.extra (our exports)
 _MAX_LABELS_BYTES = 16 << 20
@@ -62,8 +64,6 @@ class KerasEngine(Engine):
     weights' own) or a processor object."""
 
     def __init__(self, model, processor=None):
-        from .preprocessing import get_preprocessor
-
         if not any(layer.name == LOGITS_NAME for layer in model.layers):
             raise ValueError("the model has no classification head (a backbone); load weights "
                              "with a Logits layer to classify images")
@@ -135,9 +135,6 @@ class SavedModelEngine(Engine):
     def __init__(self, path: str, preprocessing: str = "model"):
         import tensorflow as tf
 
-        from .graph_check import check_saved_model
-        from .preprocessing import MobileNetV1ImageProcessor, get_preprocessor
-
         check_saved_model(path)  # a foreign graph could run anything
         serve = tf.saved_model.load(path).signatures["serving_default"]
         if "logits" not in serve.structured_outputs:
@@ -182,8 +179,6 @@ def is_export(path) -> bool:
 def open_engine(weights: str, preprocessing: str = "model") -> Engine:
     """The engine for any weights source ``predict`` reads (a Keras model), an exported
     ``.tflite`` file or an exported SavedModel directory (ours only: see ``graph_check``)."""
-    from .preprocessing import get_preprocessor
-
     path = os.fspath(weights)
     if path.lower().endswith(".tflite"):
         from tf_mobilenet_v1.converters.tflite_inspect import output_kind
