@@ -12,6 +12,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 from conftest import Run
 from hypothesis import HealthCheck, settings
@@ -91,6 +92,19 @@ def peak_load_mib(source) -> tuple[int, str]:
     assert proc.returncode == 0, proc.stderr[-2000:]
     peak, outcome = proc.stdout.strip().split("\n", 1)
     return int(peak), outcome
+
+
+def killed_writes(folder, stale: str, fresh: str, other: str):
+    """Three temporary directories as a SIGKILLed write leaves them in ``folder``: ``stale``
+    and ``other`` an hour old, ``fresh`` (a write running now) new; returns their paths."""
+    paths = [folder / name for name in (stale, fresh, other)]
+    old = time.time() - 3600
+    for i, d in enumerate(paths):
+        d.mkdir()
+        (d / "out0").write_bytes(b"x" * 1000)
+        if i != 1:
+            os.utime(d, (old, old))
+    return paths
 
 
 def leftovers(directory) -> list[str]:

@@ -294,7 +294,6 @@ def test_stderr_survives_silencing_from_many_threads_at_once():
     lines and summary vanished)."""
     import random
     import threading
-    import time
 
     from tf_mobilenet_v1.errors import native_stderr_silenced
 
@@ -350,17 +349,13 @@ def test_cache_files_are_read_only_when_they_are_plain_and_bounded(tmp_path):
 def test_stale_temporaries_of_killed_builds_are_removed(tmp_path):
     """A SIGKILLed build leaves ``.tflite-<key>.*.tmp``: removed once 10 minutes old; a fresh
     one (a build running now) and anything not ours stay."""
-    key = "0" * 64
-    stale = tmp_path / f".tflite-{key}.tflite.abc12345.tmp"
-    fresh = tmp_path / f".tflite-{key}.json.def45678.tmp"
-    other = tmp_path / ".someone-else.tmp"
-    for d in (stale, fresh, other):
-        d.mkdir()
-        (d / "out0.tflite").write_bytes(b"x" * 100)
-    old = time.time() - 3600
-    for d in (stale, other):
-        os.utime(d, (old, old))
+    from hostile import killed_writes
+
     from tf_mobilenet_v1.fileio import remove_stale_temporaries
+
+    key = "0" * 64
+    stale, fresh, other = killed_writes(tmp_path, f".tflite-{key}.tflite.abc12345.tmp",
+                                        f".tflite-{key}.json.def45678.tmp", ".someone-else.tmp")
 
     remove_stale_temporaries(str(tmp_path), fast_predict._TEMPORARY)
     assert not stale.exists() and fresh.exists() and other.exists()

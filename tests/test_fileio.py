@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import QuickArchive, cli, fixture_path, snapshot, tiny_model
-from hostile import child_env, leftovers, run_cli_many, run_process
+from hostile import child_env, killed_writes, leftovers, run_cli_many, run_process
 
 from tf_mobilenet_v1 import fileio
 from tf_mobilenet_v1.fileio import atomic_output
@@ -266,14 +266,7 @@ def test_temporaries_of_a_killed_write_are_removed_by_the_next_one(tmp_path, src
     """SIGKILL leaves ``.<output>.<8 characters>.tmp`` beside the output: the next write of
     that output removes it once it is 10 minutes old; a fresh one (a run writing now) and
     anything not named exactly so stay."""
-    stale = tmp_path / ".o.safetensors.abcd1234.tmp"
-    fresh = tmp_path / ".o.safetensors.efgh5678.tmp"
-    other = tmp_path / ".o.safetensors.mine.tmp"
-    for d in (stale, fresh, other):
-        d.mkdir()
-        (d / "out0.safetensors").write_bytes(b"x" * 1000)
-    old = time.time() - 3600
-    for d in (stale, other):
-        os.utime(d, (old, old))
+    stale, fresh, other = killed_writes(tmp_path, ".o.safetensors.abcd1234.tmp",
+                                        ".o.safetensors.efgh5678.tmp", ".o.safetensors.mine.tmp")
     assert cli("convert", src, tmp_path / "o.safetensors").returncode == 0
     assert not stale.exists() and fresh.exists() and other.exists()
