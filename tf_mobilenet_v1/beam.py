@@ -166,7 +166,12 @@ def run_beam(inputs: Sequence[str], output: str, pipeline_args: Sequence[str] = 
     _check_inputs(inputs)
     if "://" not in output:  # a local prefix under a regular file fails now, in one line
         check_writable(output + "-00000-of-00001.jsonl", force=True)
-    options = PipelineOptions(list(pipeline_args))
+    args = list(pipeline_args)
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+        # Worker processes (multi_processing, portable runners) log about 40 INFO and
+        # WARNING lines a run about their own set-up; errors still show.
+        args.append("--default_sdk_harness_log_level=ERROR")
+    options = PipelineOptions(args)
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, inputs, output, weights=weights, top_k=top_k,
                        preprocessing=preprocessing, batch_size=batch_size)
