@@ -14,7 +14,7 @@ import sys
 import threading
 import warnings
 
-from .errors import did_you_mean, first_line, native_stderr_silenced
+from .errors import did_you_mean, first_line, import_tensorflow_quietly
 from .fileio import end_process
 from .preprocessing import PREPROCESSING_NAMES
 
@@ -205,15 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _import_tensorflow_quietly():
-    """Import TensorFlow with its C++ start-up notices (CUDA probe, oneDNN) kept off stderr."""
-    if "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with native_stderr_silenced():
-        import tensorflow  # noqa: F401
-
-
 def _load_tensorflow_if_needed(args) -> None:
     """Import TensorFlow (quietly) only for work that needs it, after the cheap checks: ``info``
     on a registry name and a missing source need none of its seconds of start-up. ``predict``
@@ -231,7 +222,7 @@ def _load_tensorflow_if_needed(args) -> None:
             recognise(path).check_needs(path)  # so does a missing torch for a .bin
     elif args.command != "beam":
         return
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
 
 
 _OUT_OF_MEMORY = ("out of memory; use a smaller --batch-size or image size, or close other "

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from .architecture import LOGITS_NAME
-from .fileio import MAX_WEIGHTS_BYTES, check_regular_file
+from .fileio import MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, check_regular_file
 from .graph_check import check_saved_model
 from .labels import default_id2label
 from .litert import make_interpreter
@@ -23,7 +23,6 @@ from .outputs import logits_from_probabilities, logits_of
 from .preprocessing import MobileNetV1ImageProcessor, get_preprocessor
 
 LABELS_FILE = "labels.txt"  # beside a .tflite, in a SavedModel's assets.extra (our exports)
-_MAX_LABELS_BYTES = 16 << 20
 
 
 def cores() -> int:
@@ -159,7 +158,7 @@ def labels_file(path: str, count: int, fallback: list[str] | None = None) -> dic
     (ImageNet's for 1001 or 1000 classes, ``LABEL_i`` otherwise). A file that is missing or
     does not hold exactly one name per class counts as none."""
     try:
-        check_regular_file(path, "labels file", _MAX_LABELS_BYTES)
+        check_regular_file(path, "labels file", MAX_JSON_BYTES)
         with open(path, encoding="utf-8") as f:
             names = f.read().splitlines()
     except (OSError, UnicodeDecodeError, ValueError):

@@ -30,6 +30,15 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up notices (CUDA probe, oneDNN) kept off stderr."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with native_stderr_silenced():
+        import tensorflow  # noqa: F401
+
+
 _SILENCE = {"lock": threading.Lock(), "depth": 0, "saved": None}
 
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .engines import Engine, KerasEngine, cores, is_export, open_engine
-from .errors import native_stderr_silenced
+from .errors import import_tensorflow_quietly
 from .images import find_images, load_pixels
 from .outputs import decode_predictions
 from .preprocessing import LookupProcessor, MobileNetV1ImageProcessor
@@ -201,12 +201,9 @@ def _load_model(weights):
 def _quietly(load, *args):
     """``load(*args)`` with TensorFlow's start-up notices off stderr and anything printed
     (download progress) on stderr, so stdout holds only results."""
-    if "tensorflow" not in sys.modules and not str(args[0]).lower().endswith(".tflite"):
-        # The CLI leaves TensorFlow unimported for predict (the TFLite path needs none), so
-        # keep its C++ start-up notices (CUDA probe, oneDNN) off stderr here.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        with native_stderr_silenced():
-            import tensorflow  # noqa: F401
+    if not str(args[0]).lower().endswith(".tflite"):
+        # The CLI leaves TensorFlow unimported for predict (the TFLite path needs none).
+        import_tensorflow_quietly()
     with contextlib.redirect_stdout(sys.stderr):
         return load(*args)
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..architecture import LOGITS_NAME, infer_depth_multiplier, layer_specs
 from ..config import MobileNetV1Config
 from ..errors import first_line
-from ..fileio import MAX_WEIGHTS_BYTES, check_regular_file
+from ..fileio import MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, check_regular_file
 from ..labels import default_id2label
 from ..litert import LITERT_HINT, make_interpreter
 from .source import WeightSource, tensor_problem
@@ -30,7 +30,6 @@ _CONVS = {"CONV_2D": ("conv", "pointwise"), "DEPTHWISE_CONV_2D": ("depthwise",)}
 # Ops a MobileNet V1 classifier or feature extractor has besides its convolutions.
 _OTHER_OPS = frozenset({"AVERAGE_POOL_2D", "MEAN", "RESHAPE", "SQUEEZE", "SOFTMAX", "QUANTIZE",
                         "DEQUANTIZE"})
-_MAX_LABELS_BYTES = 16 << 20
 
 
 def _schema():
@@ -253,7 +252,7 @@ def packed_labels(path: str, count: int) -> list[str] | None:
     try:
         with zipfile.ZipFile(path) as z:
             for info in z.infolist():
-                if info.filename.endswith(".txt") and info.file_size <= _MAX_LABELS_BYTES:
+                if info.filename.endswith(".txt") and info.file_size <= MAX_JSON_BYTES:
                     names = z.read(info).decode("utf-8").splitlines()
                     if len(names) == count:
                         return names
