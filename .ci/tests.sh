@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS="interop or backends or beam or onnx or clients"
+EXTRAS="interop or backends or beam or onnx or clients or gpu_delegate or spark"
 JOBS=${PYTEST_JOBS:-2}
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
