@@ -3,8 +3,9 @@
 # command, so what CI runs):
 #   .venv-quickstart  exactly the quick start's `pip install .`, plus the test tools (the [test]
 #                     extra): the core tests run on the versions a user gets
-#   .venv             the developers' venv with every extra: the interop, backends, Beam and
-#                     ONNX tests (Beam pins older protobuf and numpy than the quick start gets)
+#   .venv             the developers' venv with every extra: the interop, backends, Beam,
+#                     ONNX and Spark tests (Beam pins older protobuf and numpy than the quick
+#                     start gets); the Spark tests start a standalone cluster on localhost
 #   .venv-tasklib, .venv-mediapipe  the real Android-side clients (.ci/client_venvs.sh)
 # A venv that exists is updated, not rebuilt. Exits non-zero on any failure, including a
 # pytest run that collected no test (exit 5).
@@ -23,6 +24,14 @@ pip_in() {  # pip_in VENV ARGS...: create VENV if needed, then pip install ARGS 
   "$dir/bin/pip" install -q --disable-pip-version-check "$@"
 }
 
+# The Spark cluster tests run Spark's JVM: a JDK 17+ from Debian when there is no java.
+if ! command -v java >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
+  { $SUDO apt-get install -y -q openjdk-17-jre-headless >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q openjdk-17-jre-headless \
+         >/dev/null; }; } || { echo "tests.sh: install a JDK 17+ (java) for the Spark tests" >&2; exit 1; }
+fi
+
 # The quick start installs from a copy of the tree, so that its build does not race the
 # editable install's in the same folder.
 src="$logs/src"
@@ -30,7 +39,7 @@ mkdir "$src"
 tar --exclude='./.venv*' --exclude=./.git --exclude=./saved_models -cf - . | tar -xf - -C "$src"
 pip_in .venv-quickstart "$src[test]" >"$logs/quickstart.log" 2>&1 &
 quickstart=$!
-pip_in .venv -e ".[test,interop,backends,beam,onnx]" torch==2.13.0 >"$logs/dev.log" 2>&1 &
+pip_in .venv -e ".[test,interop,backends,beam,onnx,spark]" torch==2.13.0 >"$logs/dev.log" 2>&1 &
 dev=$!
 bash .ci/client_venvs.sh >"$logs/clients.log" 2>&1 &
 clients=$!

@@ -197,12 +197,19 @@ def tflite_summary(path: str, variant: str = "", quantize: str = "none") -> str:
     if inputs and inputs[0].dtype == "float32":
         lines.append(f"           RGB normalized as (pixel - {NORM_MEAN}) / {NORM_STD}, "
                      "i.e. [-1, 1]")
+    elif inputs and inputs[0].dtype == "int8":
+        lines.append("           RGB normalized to [-1, 1], quantized as shown (q = pixel - 128)")
     elif inputs:
         lines.append("           raw RGB pixels, quantized as shown")
     lines += [f"  output:  {t}" for t in outputs]
     lines.append(f"  ops ({sum(counts.values())}): "
                  + ", ".join(f"{k} x{v}" for k, v in counts.items()))
-    lines.append(f"  GPU delegate: {gpu_compatibility(path)}")
+    gpu = gpu_compatibility(path)
+    lines.append(f"  GPU delegate: {gpu}")
+    if gpu.compatible:
+        # tests/test_gpu_delegate.py runs every float-I/O export kind on the real delegate.
+        lines.append("           runs whole on it in MediaPipe's GPU mode (OpenGL ES), as "
+                     "tested for this export kind (README \"On Android\")")
     meta = read_metadata(path)
     if meta is not None:
         norm = meta["inputs"][0].get("normalization") if meta["inputs"] else None

@@ -1,15 +1,13 @@
 """Look inside a ``.tflite`` file: operators, fused activations, I/O tensors, GPU compatibility.
 
 Operators are read from the flatbuffer with the schema that ``ai_edge_litert`` ships; GPU
-delegate compatibility comes from TensorFlow's own model analyzer
-(``tf.lite.experimental.Analyzer``), which knows the GPU delegate's operator rules.
+delegate compatibility is a static check of the delegate's operator and I/O rules, held against
+the real delegate by tests/test_gpu_delegate.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import os
 from collections import Counter
 
@@ -89,58 +87,70 @@ GPU_DELEGATE_OPS = frozenset("""
 # Tensor types a GPU delegate graph can carry (it computes in float16/32; int8/uint8 only as
 # quantized tensors it dequantizes, int32/bool for shapes, indices and masks).
 GPU_TENSOR_TYPES = frozenset({"FLOAT32", "FLOAT16", "INT8", "UINT8", "INT32", "BOOL"})
+# What the delegate's OpenGL ES path (the one MediaPipe's GPU mode runs) feeds in and reads out:
+# a uint8 input fails there ("ToTensorConverter: input data size ... does not match").
+GPU_IO_TYPES = frozenset({"FLOAT32"})
+GPU_HINT = "for GPUs export --quantize float16, or --quantize int8 --io-type float32"
 
 
 @dataclasses.dataclass(frozen=True)
 class GpuCompatibility:
     """Whether the TFLite GPU delegate can take the whole graph.
 
-    ``problems`` lists what fails, from two sources: TensorFlow's analyzer
-    (``tf.lite.experimental.Analyzer``, whose text is ``analyzer_report``) and a static check
-    of every operator against the delegate's rules (:func:`gpu_delegate_problems`). The check
-    is needed because the analyzer in the TF 2.21 / ai-edge-litert 2.3 wheels is built without
-    the GPU checker and reports every model as compatible.
+    ``problems``: every operator the delegate would reject (:func:`gpu_delegate_problems`)
+    and every non-float32 model input or output (``io_problems``, :func:`gpu_io_problems`).
+    tests/test_gpu_delegate.py holds both against the real delegate. TensorFlow's analyzer
+    (``tf.lite.experimental.Analyzer``) is not consulted: in the TF 2.21 / ai-edge-litert 2.3
+    wheels it calls every model compatible, even one that the delegate splits.
     """
 
     compatible: bool
     problems: tuple[str, ...]
-    analyzer_report: str
+    io_problems: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         if self.compatible:
-            return "compatible with the TFLite GPU delegate (every op)"
+            return "compatible with the TFLite GPU delegate (every op, float32 input and output)"
+        if len(self.io_problems) == len(self.problems):
+            types = " and ".join(dict.fromkeys(f"{p.split()[-1].lower()} {p.split()[0]}"
+                                               for p in self.io_problems))
+            return (f"NOT for the TFLite GPU delegate: {types}, and its OpenGL ES path "
+                    "(MediaPipe's GPU mode) feeds float32 only; this model is for the CPU, "
+                    f"NNAPI or an Edge TPU; {GPU_HINT}")
         shown = "; ".join(self.problems[:5])
         more = f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
         return f"NOT compatible with the TFLite GPU delegate: {shown}{more}"
 
 
-_GPU_OK = "Your model looks compatible with GPU delegate"
-
-
-def analyzer_report(model, gpu_compatibility: bool = True) -> str:
-    """The text of ``tf.lite.experimental.Analyzer.analyze`` (it prints instead of returning)."""
-    import tensorflow as tf
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        if isinstance(model, (bytes, bytearray, memoryview)):
-            tf.lite.experimental.Analyzer.analyze(model_content=bytes(model),
-                                                  gpu_compatibility=gpu_compatibility)
-        else:
-            tf.lite.experimental.Analyzer.analyze(model_path=os.fspath(model),
-                                                  gpu_compatibility=gpu_compatibility)
-    return buf.getvalue()
-
-
 def gpu_compatibility(model) -> GpuCompatibility:
-    """Check a TFLite model (path or bytes) against the GPU delegate: analyzer + static rules."""
-    report = analyzer_report(model)
-    problems = [line.strip() for line in report.splitlines()
-                if "GPU COMPATIBILITY WARNING" in line]
-    if _GPU_OK not in report and not problems:
-        problems.append("the TFLite analyzer did not confirm GPU compatibility")
-    problems += gpu_delegate_problems(model)
-    return GpuCompatibility(not problems, tuple(problems), report)
+    """Check a TFLite model (path or bytes) against the GPU delegate's operator and I/O rules."""
+    io = gpu_io_problems(model)
+    problems = gpu_delegate_problems(model) + io
+    return GpuCompatibility(not problems, tuple(problems), tuple(io))
+
+
+def gpu_io_problems(model) -> list[str]:
+    """Model inputs and outputs that are not float32, as ``"input 'pixel_values' UINT8"``."""
+    schema = _litert_schema()
+    m = schema.ModelT.InitFromPackedBuf(_read_bytes(model), 0)
+    sg = m.subgraphs[0]
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    names = {}
+    if m.signatureDefs is not None and len(m.signatureDefs) == 1:
+        sig = m.signatureDefs[0]
+        names = {int(t.tensorIndex): _text(t.name)
+                 for t in (sig.inputs or []) + (sig.outputs or [])}
+    problems = []
+    for role, tensors in (("input", sg.inputs), ("output", sg.outputs)):
+        for t in tensors if tensors is not None else []:
+            tname = type_names.get(sg.tensors[t].type, "?")
+            if tname not in GPU_IO_TYPES:
+                problems.append(f"{role} {names.get(int(t), _text(sg.tensors[t].name))!r} {tname}")
+    return problems
+
+
+def _text(name) -> str:
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
 def gpu_delegate_problems(model) -> list[str]:
@@ -195,10 +205,7 @@ def gpu_delegate_problems(model) -> list[str]:
         for t in runtime + outputs:
             tname = type_names.get(sg.tensors[t].type, "?")
             if tname not in GPU_TENSOR_TYPES:
-                tensor_name = sg.tensors[t].name
-                if isinstance(tensor_name, bytes):
-                    tensor_name = tensor_name.decode("utf-8", "replace")
-                why.append(f"{tname} tensor {tensor_name!r}")
+                why.append(f"{tname} tensor {_text(sg.tensors[t].name)!r}")
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"):
             if len(runtime) > 2 or len(outputs) != 1:
                 why.append("expects 1-2 runtime inputs and 1 output")

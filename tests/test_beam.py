@@ -8,8 +8,10 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -94,6 +96,52 @@ def test_cli_on_multi_processing_direct_runner(folder, predicted, tmp_path):
     # line per worker remains (logged before the level applies), against about 20 before.
     chatter = [line for line in run.stderr.splitlines() if line.startswith("INFO:")]
     assert len(chatter) <= 2, chatter
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_portable_runner_with_an_external_worker_pool(folder, predicted, tmp_path):
+    """Beam's portable path, which serializes the pipeline and the model handler as Dataflow,
+    Flink and Spark do (the DirectRunner skips that): a local job service and a worker pool
+    of SDK harnesses, each its own process."""
+    require_module("apache_beam")
+    from tf_mobilenet_v1.beam import run_beam
+
+    jobs, pool = _free_port(), _free_port()
+    # The pool starts each worker as `python ...`: this venv's python.
+    env = child_env(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    logs = [open(tmp_path / f"{n}.log", "wb") for n in ("jobs", "pool")]
+    procs = [subprocess.Popen([sys.executable, "-m", module, flag], env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+             for module, flag, log in (
+                 ("apache_beam.runners.portability.local_job_service_main", f"--port={jobs}",
+                  logs[0]),
+                 ("apache_beam.runners.worker.worker_pool_main", f"--service_port={pool}",
+                  logs[1]))]
+    try:
+        for port in (jobs, pool):
+            for _ in range(120):
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.5)
+        out = str(tmp_path / "preds")
+        assert run_beam([str(folder / "*")], out, [
+            "--runner=PortableRunner", f"--job_endpoint=localhost:{jobs}",
+            "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool}"]) == 0
+        _check_against_predict(out, predicted, folder)
+        assert b"Starting worker" in (tmp_path / "pool.log").read_bytes()  # it did the work
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(30)
+        for log in logs:
+            log.close()
 
 
 def test_cli_reports_an_empty_pattern_in_one_line(tmp_path):

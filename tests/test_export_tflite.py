@@ -128,11 +128,23 @@ def test_int8_probabilities_are_quantized_scores(tiny, exported):
 
 @pytest.mark.parametrize("mode", ["none", "float16", "dynamic", "int8", "none_probs",
                                   "int8_probs"])
-def test_every_mode_is_gpu_delegate_compatible(exported, mode):
-    verdict = gpu_compatibility(exported[mode])
-    assert verdict.compatible, verdict.problems
+def test_every_mode_has_only_gpu_delegate_ops(exported, mode):
+    """Every op of every mode is one the delegate takes; the float-I/O modes are GPU models,
+    int8 with its default uint8 I/O is not (the delegate's GL path feeds float32 only:
+    tests/test_gpu_delegate.py runs both on the real delegate)."""
     assert gpu_delegate_problems(exported[mode]) == []
-    assert "compatible" in str(verdict)
+    verdict = gpu_compatibility(exported[mode])
+    if mode.startswith("int8"):
+        assert not verdict.compatible and verdict.problems == verdict.io_problems
+        assert len(verdict.io_problems) == 2 and "'pixel_values' UINT8" in verdict.io_problems[0]
+        assert str(verdict).startswith("NOT for the TFLite GPU delegate: uint8 input and uint8 "
+                                       "output")
+        assert "--quantize int8 --io-type float32" in str(verdict)
+    else:
+        assert verdict.compatible, verdict.problems
+        assert verdict.io_problems == ()
+        assert str(verdict) == ("compatible with the TFLite GPU delegate (every op, float32 "
+                                "input and output)")
 
 
 def test_gpu_check_flags_unsupported_ops():
@@ -158,6 +170,8 @@ def test_google_tflite_fixture_gpu_check():
     problems = gpu_delegate_problems(path)
     assert len(problems) == 1 and "SQUEEZE" in problems[0]
     assert "SQUEEZE" in tflite_op_names(path)
+    # TensorFlow's analyzer calls this model compatible; the verdict no longer asks it.
+    assert gpu_compatibility(path).problems == tuple(problems)
 
 
 def test_tf_padding_false_keeps_pads_and_stays_exact_and_gpu_compatible(tmp_path):
@@ -203,7 +217,10 @@ def test_int8_io_types(tiny, tmp_path, io_type):
     if io_type != "float32":
         # [-1, 1] maps onto the full integer range: one step per pixel value.
         assert inp.scale == pytest.approx(2 / 255, rel=1e-3)
-    assert gpu_compatibility(path).compatible
+    verdict = gpu_compatibility(path)
+    assert verdict.compatible == (io_type == "float32"), verdict.problems
+    if io_type != "float32":
+        assert f"{io_type} input and {io_type} output" in str(verdict)
 
 
 def test_int8_calibrates_on_an_image_directory(tiny, tmp_path):
@@ -366,10 +383,28 @@ def test_export_default_path_and_summary(tiny, tmp_path, monkeypatch, capsys):
     assert out == os.path.join("saved_models", "mobilenet_v1_0.25_64", "model_float16.tflite")
     summary = capsys.readouterr().out
     assert "GPU delegate: compatible" in summary and "CONV_2D x15" in summary
+    assert "runs whole on it in MediaPipe's GPU mode" in summary
     assert "(pixel - 127.5) / 127.5" in summary
     assert "output:  probabilities float32[1, 1001]" in summary
     assert "metadata: 'MobileNet V1 image classifier (mobilenet_v1_0.25_64)'" in summary
     assert "mean [127.5] std [127.5], packed: labels.txt" in summary
+
+
+@pytest.mark.parametrize("io_type", ["uint8", "int8"])
+def test_int8_summary_sends_gpus_elsewhere(exported, io_type, tmp_path, tiny):
+    """With integer I/O the summary says the model is not for GPUs and what to export instead;
+    the input line says what the integers stand for."""
+    from tf_mobilenet_v1.converters.export import tflite_summary
+
+    path = exported["int8"] if io_type == "uint8" else tfl.export_tflite(
+        tiny, tmp_path / "m.tflite", quantize="int8", io_type="int8",
+        calibration_images=_inputs(8, seed=2))
+    summary = tflite_summary(path, "v", "int8")
+    assert f"GPU delegate: NOT for the TFLite GPU delegate: {io_type} input" in summary
+    assert "this model is for the CPU, NNAPI or an Edge TPU" in summary
+    assert "for GPUs export --quantize float16, or --quantize int8 --io-type float32" in summary
+    assert "runs whole on it" not in summary
+    assert ("raw RGB pixels" if io_type == "uint8" else "RGB normalized to [-1, 1]") in summary
 
 
 @pytest.mark.slow  # real exports: seconds
@@ -461,7 +496,8 @@ def test_official_sizes_and_structure(official_exports):
     for op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         assert ours[op] == google[op]
     for mode, path in official_exports.items():
-        assert gpu_compatibility(path).compatible, mode
+        assert gpu_delegate_problems(path) == [], mode
+        assert gpu_compatibility(path).compatible == (mode != "int8"), mode  # uint8 I/O
 
 
 def test_metadata_names_a_fine_tuned_models_classes(tmp_path):

@@ -48,6 +48,14 @@ def _beam(args) -> int:
                     batch_size=args.batch_size)
 
 
+def _spark(args) -> int:
+    from .spark import run_spark
+
+    return run_spark(args.input, args.output, master=args.master, weights=args.weights,
+                     top_k=args.top_k, preprocessing=args.preprocessing,
+                     batch_size=args.batch_size, fast=False if args.no_fast else None)
+
+
 def _convert(args) -> int:
     from tf_mobilenet_v1.converters.convert import convert
 
@@ -165,6 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preprocessing", choices=PREPROCESSING_NAMES, default="model",
                    help="as predict's --preprocessing")
     s.set_defaults(func=_beam)
+
+    s = add("spark", help="classify images with Apache Spark (a cluster or local[*])",
+            description="Reads every image file INPUT matches with Spark's binaryFile source "
+            "and classifies them with predict_batch_udf on the executors; writes predict "
+            "--jsonl's lines into the new directory OUTPUT (part-*.txt). Local weights are "
+            "shipped with the job. Run it as it is (--master), or under spark-submit.")
+    s.add_argument("--input", required=True, metavar="GLOB",
+                   help="a glob or a directory (read recursively): local, hdfs://, s3a://...; "
+                   "only image files are classified")
+    s.add_argument("--output", required=True, metavar="DIR", help="a directory to create")
+    s.add_argument("--master", help="spark://HOST:7077, yarn, local[4]...; default: Spark's "
+                   "own (spark-submit's, else local[*])")
+    s.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                   help="as predict's --weights, or an exported .tflite / SavedModel")
+    s.add_argument("--top-k", type=int, default=5, help="predictions per image")
+    s.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    s.add_argument("--preprocessing", choices=PREPROCESSING_NAMES, default="model",
+                   help="as predict's --preprocessing")
+    s.add_argument("--no-fast", action="store_true",
+                   help="run the Keras model on the executors, not the cached TFLite one")
+    s.set_defaults(func=_spark)
 
     s = add("convert", help="convert weights between formats (by DST's form)",
                        description="DST forms: *.keras, *.weights.h5, *.ckpt (slim), "

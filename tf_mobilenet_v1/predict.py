@@ -208,6 +208,34 @@ def _quietly(load, *args):
         return load(*args)
 
 
+def open_classifier(weights: str, preprocessing: str = DEFAULT_PREPROCESSING,
+                    fast: bool | None = None, announce: bool = False) -> Engine:
+    """The engine ``predict`` runs for ``weights``: an export as it is, else the cached fast
+    TFLite model (built and cached on first use), else the Keras model; see
+    :func:`run_predict` for ``fast``. ``announce``: say on stderr when the first run builds
+    the fast model (for a person watching a terminal)."""
+    # No model.folded(): inference already folds batch norm into the convolutions; a folded
+    # copy is only a few percent faster, which repays the time to build it only after several
+    # hundred images.
+    from . import fast_predict
+
+    use_fast = fast_predict.enabled(fast) and not is_export(weights)
+    engine = fast_predict.open_cached(weights, preprocessing) if use_fast else None
+    if engine is not None:
+        return engine
+    if is_export(weights):  # checking an export: run the file itself
+        return _quietly(open_engine, weights, preprocessing)
+    model = _load_model(weights)
+    if use_fast:  # first run on these weights (or a damaged entry): build and cache
+        if announce and fast_predict.eligible(weights, preprocessing):
+            # The conversion takes 10-20 s, once.
+            print("mobilenet-v1: first run with these weights: building a fast TFLite "
+                  f"model once (10-20 s), cached in {fast_predict.cache_dir()}",
+                  file=sys.stderr)
+        engine = fast_predict.build(weights, model, preprocessing)
+    return engine if engine is not None else KerasEngine(model, preprocessing)
+
+
 OUTPUT_FORMATS = ("table", "json", "jsonl")
 
 
@@ -273,25 +301,7 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
         print(f"mobilenet-v1: error: no images found in {printable(where)}", file=err)
         return 2
     get_preprocessor(preprocessing)  # reject a bad name before loading any weights
-    # No model.folded(): inference already folds batch norm into the convolutions; a folded
-    # copy is only a few percent faster, which repays the time to build it only after several
-    # hundred images.
-    from . import fast_predict
-
-    use_fast = fast_predict.enabled(fast) and not is_export(weights)
-    engine = fast_predict.open_cached(weights, preprocessing) if use_fast else None
-    if engine is None and is_export(weights):  # checking an export: run the file itself
-        engine = _quietly(open_engine, weights, preprocessing)
-    elif engine is None:
-        model = _load_model(weights)
-        if use_fast:  # first run on these weights (or a damaged entry): build and cache
-            if err.isatty() and fast_predict.eligible(weights, preprocessing):
-                # Said only to a person watching: the conversion takes 10-20 s, once.
-                print("mobilenet-v1: first run with these weights: building a fast TFLite "
-                      f"model once (10-20 s), cached in {fast_predict.cache_dir()}", file=err)
-            engine = fast_predict.build(weights, model, preprocessing)
-        if engine is None:
-            engine = KerasEngine(model, preprocessing)
+    engine = open_classifier(weights, preprocessing, fast, announce=err.isatty())
     bar = _progress_bar(len(paths), batch_size, err)
     failed = len(missing)
     try:
