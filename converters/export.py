@@ -209,7 +209,7 @@ def tflite_summary(path: str, variant: str = "", quantize: str = "none") -> str:
     if gpu.compatible:
         # tests/test_gpu_delegate.py runs every float-I/O export kind on the real delegate.
         lines.append("           runs whole on it in MediaPipe's GPU mode (OpenGL ES), as "
-                     "tested for this export kind (README \"On Android\")")
+                     "tested for this export kind (docs/android.md)")
     meta = read_metadata(path)
     if meta is not None:
         norm = meta["inputs"][0].get("normalization") if meta["inputs"] else None

@@ -1,6 +1,6 @@
 """The package layout: no import cycles, the core never imports the writers at module level,
-light modules stay light, no unsafe loader anywhere, and the README's pictures name exactly the
-modules that exist and the imports between them."""
+light modules stay light, no unsafe loader anywhere, and docs/architecture.md's pictures name
+exactly the modules that exist and the imports between them."""
 
 from __future__ import annotations
 
@@ -156,9 +156,12 @@ def test_every_module_imports_in_dependency_order():
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
 
-def test_readme_data_flow_names_every_module():
+ARCHITECTURE = ROOT / "docs" / "architecture.md"  # the data-flow picture and the module graph
+
+
+def test_data_flow_picture_names_every_module():
     """The picture after ``<!-- layout -->`` names each module file, and no file that is gone."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = ARCHITECTURE.read_text(encoding="utf-8")
     block = text.split("<!-- layout -->")[1].split("```")[1]
     named = set(re.findall(r"(\w+\.py)\b", block))
     actual = {p.name for pkg in (*PACKAGES, "benchmarks") for p in (ROOT / pkg).rglob("*.py")
@@ -179,7 +182,7 @@ def test_installed_package_holds_converters_and_no_top_level_module(tmp_path):
 
 
 def _short(module: str) -> str:
-    """README spelling of a module: ``converters/tflite``, ``loaders/hf``, ``cli``."""
+    """The docs' spelling of a module: ``converters/tflite``, ``loaders/hf``, ``cli``."""
     if module in PACKAGES.values():
         return {"tf_mobilenet_v1": "tf_mobilenet_v1", CONVERTERS: "converters"}[module]
     name = module.replace(CONVERTERS + ".", "converters/").removeprefix("tf_mobilenet_v1.")
@@ -187,8 +190,8 @@ def _short(module: str) -> str:
 
 
 def import_graph_block() -> str:
-    """The README's module graph as it must read: one line per module, naming every module of
-    ours it imports, at module level or inside a function."""
+    """The module graph as docs/architecture.md must show it: one line per module, naming
+    every module of ours it imports, at module level or inside a function."""
     import textwrap
 
     lines = []
@@ -200,13 +203,14 @@ def import_graph_block() -> str:
     return "\n".join(lines)
 
 
-def test_readme_module_graph_is_the_import_graph():
+def test_module_graph_is_the_import_graph():
     """Every arrow in the code is in the picture and every arrow in the picture is in the code
     (a lazy import inside a function counts: it runs when that function does)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = ARCHITECTURE.read_text(encoding="utf-8")
     block = text.split("<!-- imports -->")[1].split("```")[1].strip("\n")
     want = import_graph_block()
-    assert block == want, "README's module graph differs from the code; it should read:\n" + want
+    assert block == want, "docs/architecture.md's module graph differs from the code; it " \
+        "should read:\n" + want
 
 
 def _dotted(node) -> str:

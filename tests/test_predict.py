@@ -422,7 +422,7 @@ def test_predict_500_images_bounded_memory_bad_files_on_the_progress_bar(tiny, t
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child
     info = json.loads(stats.read_text())
     summary = os.environ.get("HARDENING_SUMMARY_DIR")
-    if summary:  # the figures the README's reliability table quotes
+    if summary:  # the figures docs/reliability.md's table quotes
         os.makedirs(summary, exist_ok=True)
         with open(os.path.join(summary, "predict_many.json"), "w") as f:
             json.dump({"images": 500, "unreadable": len(bad),

@@ -1,6 +1,7 @@
-"""The README's code blocks: each one is run here, or says why not (``<!-- not run: ... -->``),
-so a documented line that breaks fails the build. Runs are offline: a guard refuses any
-network connection, and the examples use the weights bundled with the package."""
+"""The code blocks of the README and of every page in docs/: each one is run here, or says
+why not (``<!-- not run: ... -->``), so a documented line that breaks fails the build. Runs
+are offline: a guard refuses any network connection, and the examples use the weights
+bundled with the package."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 from conftest import fixture_path
 from hostile import child_env
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"<!-- (run|not run): ?(.*?) ?-->|<!-- (run) -->")
 OFFLINE = """\
 import socket
@@ -26,10 +29,10 @@ socket.create_connection = _refuse
 """
 
 
-def blocks() -> list[tuple[str, str, str, int]]:
-    """``(language, code, marker, line)`` for every fenced block; the marker is the
-    ``<!-- run ... -->`` or ``<!-- not run: why -->`` comment just above it, or ``""``."""
-    lines = README.read_text(encoding="utf-8").splitlines()
+def blocks(page: Path = README) -> list[tuple[str, str, str, int]]:
+    """``(language, code, marker, line)`` for every fenced block of ``page``; the marker is
+    the ``<!-- run ... -->`` or ``<!-- not run: why -->`` comment just above it, or ``""``."""
+    lines = page.read_text(encoding="utf-8").splitlines()
     found, i = [], 0
     while i < len(lines):
         if lines[i].startswith("```"):
@@ -45,16 +48,21 @@ def blocks() -> list[tuple[str, str, str, int]]:
 
 
 def test_every_block_is_run_or_says_why_not():
-    found = blocks()
+    assert [p.name for p in PAGES[1:]] == ["android.md", "architecture.md", "keras.md",
+                                           "reliability.md", "scale.md", "speed.md",
+                                           "weights.md"]
+    found = [(page, *block) for page in PAGES for block in blocks(page)]
     assert len(found) >= 10
-    for language, _, marker, line in found:
-        assert marker, f"README.md:{line}: a {language or 'plain'} block with no <!-- run --> " \
+    for page, language, _, marker, line in found:
+        where = f"{page.relative_to(ROOT)}:{line}"
+        assert marker, f"{where}: a {language or 'plain'} block with no <!-- run --> " \
                        "or <!-- not run: why --> comment above it"
         if marker.startswith("<!-- not run"):
-            assert len(marker) > len("<!-- not run:  -->") + 5, f"README.md:{line}: say why"
+            assert len(marker) > len("<!-- not run:  -->") + 5, f"{where}: say why"
 
 
-PYTHON = [pytest.param(code, id=f"line{line}") for language, code, marker, line in blocks()
+PYTHON = [pytest.param(code, id=f"{page.stem}-line{line}") for page in PAGES
+          for language, code, marker, line in blocks(page)
           if language == "python" and marker.startswith("<!-- run")]
 
 
