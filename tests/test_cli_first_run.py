@@ -141,7 +141,7 @@ def test_version_help_and_module_entry_point():
     assert proc.returncode == 0 and proc.stdout.strip() == f"mobilenet-v1 {__version__}"
     parser = build_parser()
     subparsers = parser._subparsers._group_actions[0].choices
-    assert set(subparsers) == {"info", "predict", "beam", "convert", "export"}
+    assert set(subparsers) == {"info", "predict", "beam", "spark", "convert", "export"}
     for name, sub in subparsers.items():
         text = sub.format_help()
         assert "``" not in text and "%(" not in text, name  # no raw markup
@@ -286,6 +286,8 @@ def test_readme_first_command_in_a_fresh_venv_without_network(tmp_path):
     assert lines[0] == str(photo) and lines[1].rstrip().endswith("cheeseburger")
     # Keras writes its keras.json there on import; nothing was downloaded or cached.
     assert not (tmp_path / "empty_keras_home" / "tf_mobilenet_v1").exists()
+    # The wheel carries the bundled weights' fast model: the first run converted nothing.
+    assert not (tmp_path / ".cache" / "tf_mobilenet_v1").exists()
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -52,10 +53,22 @@ def photos():
 
 
 @pytest.fixture(scope="module")
-def built_cache(tmp_path_factory, photos):
-    """A cache holding the bundled weights' TFLite model, built by a first (cold) CLI run."""
+def weights(tmp_path_factory):
+    """The bundled 1.0_224 weights as a user's own Hugging Face folder: no shipped fast model
+    is trusted there, so the first run builds one."""
+    from tf_mobilenet_v1 import registry
+
+    folder = tmp_path_factory.mktemp("weights") / "mobilenet_v1_1.0_224"
+    bundled = registry.bundled_path("mobilenet_v1_1.0_224")
+    shutil.copytree(bundled, folder, ignore=shutil.ignore_patterns("fast.*"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory, photos, weights):
+    """A cache holding those weights' TFLite model, built by a first (cold) CLI run."""
     cache = tmp_path_factory.mktemp("cache")
-    proc = _cli(cache, *photos, "--json")
+    proc = _cli(cache, *photos, "--json", "--weights", weights)
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = _entries(cache)
     assert len(names) == 2 and {n.rsplit(".", 1)[1] for n in names} == {"json", "tflite"}
@@ -64,33 +77,42 @@ def built_cache(tmp_path_factory, photos):
 
 # ----------------------------------------------------------------- same answers
 @pytest.mark.slow
-def test_fast_and_keras_paths_agree_on_the_fixture_photos(built_cache, photos, tmp_path):
+def test_fast_and_keras_paths_agree_on_the_fixture_photos(built_cache, photos, weights,
+                                                          tmp_path):
     cache, cold = built_cache
-    warm = _cli(cache, *photos, "--json")
+    warm = _cli(cache, *photos, "--json", "--weights", weights)
     keras = _cli(tmp_path / "unused", *photos, "--json", "--no-fast")
-    assert warm.returncode == 0 and keras.returncode == 0, keras.stderr[-2000:]
+    shipped = _cli(tmp_path / "empty", *photos, "--json")  # the bundled weights' own model
+    assert warm.returncode == keras.returncode == shipped.returncode == 0, keras.stderr[-2000:]
     assert not (tmp_path / "unused").exists()  # --no-fast builds nothing
-    assert warm.stderr == "" and keras.stderr == ""
-    warm, keras = json.loads(warm.stdout), json.loads(keras.stdout)
+    assert not (tmp_path / "empty").exists()  # the shipped model needs no build
+    assert warm.stderr == keras.stderr == shipped.stderr == ""
+    warm, keras, shipped = (json.loads(r.stdout) for r in (warm, keras, shipped))
     assert warm == cold  # the run that built the entry already used it
+    # The shipped model is this build, byte for byte: the same answers, names aside.
+    assert [r["predictions"] for r in shipped] == [r["predictions"] for r in warm]
     _assert_same_top5(warm, keras)
     top1 = {os.path.basename(r["image"]): r["predictions"][0]["index"] for r in warm}
     assert top1["burger.jpg"] == 934 and top1["bird.bmp"] == 20  # published expectations
 
 
 @pytest.mark.slow
-def test_warm_fast_path_imports_neither_tensorflow_nor_keras(built_cache, photos):
+def test_warm_fast_path_imports_neither_tensorflow_nor_keras(built_cache, photos, weights,
+                                                            tmp_path):
+    """Nor does the very first run on the bundled weights, with an empty cache."""
     cache, _ = built_cache
     code = ("import sys; from tf_mobilenet_v1.cli import main; "
-            f"rc = main(['predict', {photos[1]!r}, '--top-k', '1']); "
+            f"rc = main(['predict', {photos[1]!r}, '--top-k', '1', *sys.argv[1:]]); "
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'keras', 'tf_keras', 'torch')); "
             "print('RC', rc, 'HEAVY', heavy)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=_env(cache), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "cheeseburger" in proc.stdout
-    assert proc.stdout.strip().endswith("RC 0 HEAVY []"), proc.stdout
+    for where, args in ((cache, ["--weights", str(weights)]), (tmp_path / "empty", [])):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, env=_env(where), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "cheeseburger" in proc.stdout
+        assert proc.stdout.strip().endswith("RC 0 HEAVY []"), proc.stdout
+    assert not (tmp_path / "empty").exists()
     # The opt-out runs the Keras model, which does import TensorFlow.
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=_env(cache, MOBILENET_V1_FAST="0"), timeout=300)
@@ -134,7 +156,7 @@ def test_outputs_errors_and_exit_codes_match_the_keras_path(built_cache, photos,
 
 # ----------------------------------------------------------------- the cache
 @pytest.mark.slow
-def test_a_damaged_cache_entry_is_rebuilt_not_trusted(built_cache, photos, tmp_path):
+def test_a_damaged_cache_entry_is_rebuilt_not_trusted(built_cache, photos, weights, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     for name in _entries(built_cache[0]):
@@ -143,7 +165,7 @@ def test_a_damaged_cache_entry_is_rebuilt_not_trusted(built_cache, photos, tmp_p
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped weight byte: the file still loads
     model_file.write_bytes(bytes(data))
-    proc = _cli(cache, photos[1], "--json")
+    proc = _cli(cache, photos[1], "--json", "--weights", weights)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout) == [r for r in built_cache[1] if r["image"] == photos[1]]
     assert model_file.read_bytes() == (built_cache[0] / model_file.name).read_bytes()
@@ -151,7 +173,7 @@ def test_a_damaged_cache_entry_is_rebuilt_not_trusted(built_cache, photos, tmp_p
 
     (meta_file,) = cache.glob("*.json")
     meta_file.write_text("{not json")
-    proc = _cli(cache, photos[1], "--json")
+    proc = _cli(cache, photos[1], "--json", "--weights", weights)
     assert proc.returncode == 0 and json.loads(meta_file.read_text())["format"] == \
         fast_predict.FORMAT
 
@@ -275,7 +297,7 @@ def test_a_failing_fast_path_is_said_not_swallowed(tmp_path, monkeypatch):
     def broken(model, key):
         raise ValueError("the converter said no")
 
-    monkeypatch.setattr(fast_predict, "_convert", broken)
+    monkeypatch.setattr(fast_predict, "build_entry", broken)
     env = {fast_predict.ENV_CACHE: str(tmp_path / "cache"), fast_predict.ENV_SWITCH: None}
     run = cli("predict", image, "--weights", hf, "--json",
               env={**env, fast_predict.ENV_STRICT: None})

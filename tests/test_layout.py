@@ -124,7 +124,7 @@ def test_light_modules_import_no_keras_or_tensorflow():
     assert out.strip() == "[]"
 
 
-OPTIONAL = {"tf_mobilenet_v1.beam"}  # modules that need an extra ([beam]) to import
+OPTIONAL = {"tf_mobilenet_v1.beam", "tf_mobilenet_v1.spark"}  # need an extra ([beam], [spark])
 
 
 @pytest.mark.slow  # a fresh interpreter or full exports: seconds

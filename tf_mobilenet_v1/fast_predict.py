@@ -14,7 +14,9 @@ JSON, written last, names the model file's SHA-256, so a damaged entry is rebuil
 The directory is used only when it is this user's and nobody else may write to it (created
 0700): anyone who could write there could plant a model with their own labels. Entries are
 read only as this user's regular files of bounded size; temporaries of killed builds go.
-Off switch: ``MOBILENET_V1_FAST=0`` or ``mobilenet-v1 predict --no-fast``.
+The bundled weights' entry ships with the package (``fast.tflite`` + ``fast.json`` beside
+them), so even their first run converts nothing. Off switch: ``MOBILENET_V1_FAST=0`` or
+``mobilenet-v1 predict --no-fast``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ FORMAT = 2  # bump when the entry's layout or meaning changes: old entries are t
 FAST_PREPROCESSING = ("model", "crop", "resize")  # the numpy processors; "slim" needs TF
 # Build-time check of the converted model against the Keras one (random [-1, 1] input).
 LOGITS_ATOL = 1e-3
+# The bundled weights' fast model, shipped beside them (converters/bundle.py writes it).
+SHIPPED_MODEL, SHIPPED_META = "fast.tflite", "fast.json"
 HF_FILES = ("config.json", "model.safetensors")
 HF_OPTIONAL = ("preprocessor_config.json",)
 # Other weight files beside model.safetensors would make "which file did the loader read"
@@ -212,7 +216,34 @@ def _read_entry(key: str) -> tuple[bytes, dict] | None:
     model_path, meta_path = _entry_paths(key)
     raw = _read_own(meta_path, _MAX_META_BYTES)
     content = _read_own(model_path, MAX_WEIGHTS_BYTES) if raw is not None else None
-    if content is None:
+    return _checked(raw, content, key)
+
+
+def _read_shipped(files: Sequence[str], key: str) -> tuple[bytes, dict] | None:
+    """The fast model shipped beside the package's bundled weights (``converters/bundle.py``
+    builds it), when it was built from exactly these files by this version: their first run
+    then converts nothing. Only the package's own folder is looked in (as trusted as its code);
+    a ``fast.json`` in a folder of downloaded weights is never read."""
+    from . import registry
+
+    folder = os.path.dirname(os.path.abspath(files[0]))
+    if not any(os.path.realpath(folder) == os.path.realpath(path)
+               for path in map(registry.bundled_path, registry.BUNDLED) if path):
+        return None
+    try:
+        with open(os.path.join(folder, SHIPPED_META), "rb") as f:
+            raw = f.read(_MAX_META_BYTES)
+        with open(os.path.join(folder, SHIPPED_MODEL), "rb") as f:
+            content = f.read(MAX_WEIGHTS_BYTES)
+    except OSError:
+        return None
+    return _checked(raw, content, key)
+
+
+def _checked(raw: bytes | None, content: bytes | None, key: str) -> tuple[bytes, dict] | None:
+    """``(content, meta)`` when the metadata is an entry of this format for ``key`` and names
+    the model bytes' SHA-256, else ``None``."""
+    if raw is None or content is None:
         return None
     try:
         meta = json.loads(raw.decode("utf-8"))
@@ -248,10 +279,12 @@ def _failed(what: str, error: BaseException) -> None:
 
 
 def open_cached(weights: str, preprocessing: str) -> TFLiteEngine | None:
-    """The fast engine for ``weights`` from the cache, or ``None`` (not eligible, not
-    built yet, or a damaged entry: the caller then loads the Keras model and may build one)."""
-    key = _eligible_key(weights, preprocessing)
-    entry = None if key is None else _read_entry(key)
+    """The fast engine for ``weights`` from the cache (or shipped with the package, for the
+    bundled weights), or ``None`` (not eligible, not built yet, or a damaged entry: the caller
+    then loads the Keras model and may build one)."""
+    files = weight_files(weights) if preprocessing in FAST_PREPROCESSING else None
+    key = None if files is None else cache_key(files)
+    entry = None if key is None else _read_entry(key) or _read_shipped(files, key)
     if entry is None:
         return None
     try:
@@ -269,7 +302,7 @@ def build(weights: str, model, preprocessing: str) -> TFLiteEngine | None:
     if key is None or not _model_qualifies(model):
         return None
     try:
-        content, meta = _convert(model, key)
+        content, meta = build_entry(model, key)
         engine = _engine(content, meta, preprocessing)
     except (ValueError, RuntimeError, OSError) as e:
         _failed("could not build the fast TFLite model", e)
@@ -294,7 +327,9 @@ def _model_qualifies(model) -> bool:
     return MobileNetV1ImageProcessor.for_model(model).output_size() == (size, size)
 
 
-def _convert(model, key: str) -> tuple[bytes, dict]:
+def build_entry(model, key: str) -> tuple[bytes, dict]:
+    """``model`` as a float32 TFLite model (logits, no metadata) and its entry's metadata for
+    ``key``, checked against the Keras model."""
     from tf_mobilenet_v1.converters.tflite import convert_tflite
 
     from .engines import KerasEngine
@@ -306,7 +341,7 @@ def _convert(model, key: str) -> tuple[bytes, dict]:
     content = convert_tflite(model, quantize="none", outputs="logits", with_metadata=False)
     meta = {"format": FORMAT, "key": key, "image_size": size,
             "num_labels": int(config.num_labels),
-            "id2label": {str(k): v for k, v in (config.id2label or {}).items()},
+            "id2label": {str(k): v for k, v in sorted((config.id2label or {}).items())},
             "processor": processor.to_dict(), "output": "logits",
             "tflite_sha256": hashlib.sha256(content).hexdigest()}
     probe = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)

@@ -63,6 +63,7 @@ OUTPUT_DIR_ENTRIES = frozenset({
     "config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin",
     "model.safetensors.index.json", "pytorch_model.bin.index.json", "saved_model.pb",
     "saved_model.pbtxt", "fingerprint.pb", "variables", "assets", "assets.extra", "labels.txt",
+    "fast.tflite", "fast.json",  # the bundled weights' shipped fast model (converters/bundle.py)
 })
 
 
