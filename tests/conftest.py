@@ -37,6 +37,22 @@ def tiny_model(cls=None, seed: int = 0, **fields):
     return randomize(cls(**{"depth_multiplier": 0.25, "image_size": 32, **fields}), seed)
 
 
+PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
+
+
+def photo_folder(root: Path, fake: str) -> Path:
+    """``root`` filled with the fixture photos, a truncated JPEG, a text file named ``fake``
+    (an image name) and ``notes.txt`` (not an image name): what a batch job meets."""
+    import shutil
+
+    for name in PHOTOS:
+        shutil.copy(fixture_path("images", name), root / name)
+    (root / "truncated.jpg").write_bytes((root / "burger.jpg").read_bytes()[:3000])
+    (root / fake).write_text("not an image")
+    (root / "notes.txt").write_text("skipped: not an image extension")
+    return root
+
+
 def fixture_path(*parts: str) -> Path:
     """Path under ../shared/fixtures; fails under CI when missing, skips elsewhere."""
     path = FIXTURES.joinpath(*parts)

@@ -15,23 +15,16 @@ import time
 
 import numpy as np
 import pytest
-from conftest import cli, fixture_path, require_module, tiny_model
+from conftest import PHOTOS, cli, fixture_path, photo_folder, require_module, tiny_model
 from hostile import child_env
 
 pytestmark = pytest.mark.beam
-PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """The fixture photos, a truncated JPEG, a text file named .png and a non-image file."""
-    root = tmp_path_factory.mktemp("photos")
-    for name in PHOTOS:
-        shutil.copy(fixture_path("images", name), root / name)
-    (root / "truncated.jpg").write_bytes((root / "burger.jpg").read_bytes()[:3000])
-    (root / "fake.png").write_text("not an image")
-    (root / "notes.txt").write_text("skipped: not an image extension")
-    return root
+    return photo_folder(tmp_path_factory.mktemp("photos"), "fake.png")
 
 
 def _lines(pattern: str) -> list[dict]:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, fixture_path, require_module, tiny_model
+from conftest import PHOTOS, cli, fixture_path, photo_folder, require_module, tiny_model
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
-PHOTOS = ("bird.bmp", "burger.jpg", "cat.bmp", "grace_hopper.bmp")
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +39,7 @@ def spark(tmp_path_factory):
 def folder(tmp_path_factory):
     """The fixture photos, a truncated JPEG, a text file named .jpg, a non-image extension
     (skipped by both) and a photo in a subfolder with a space in its name."""
-    root = tmp_path_factory.mktemp("photos")
-    for name in PHOTOS:
-        shutil.copy(fixture_path("images", name), root / name)
-    (root / "truncated.jpg").write_bytes((root / "burger.jpg").read_bytes()[:3000])
-    (root / "fake.jpg").write_text("not an image")
-    (root / "notes.txt").write_text("skipped: not an image extension")
+    root = photo_folder(tmp_path_factory.mktemp("photos"), "fake.jpg")
     (root / "sub dir").mkdir()
     shutil.copy(fixture_path("images", "cat.bmp"), root / "sub dir" / "cat 2.BMP")
     return root

@@ -115,6 +115,16 @@ class _Parser(argparse.ArgumentParser):
         return self
 
 
+def _add_model_options(s) -> None:
+    """The options ``beam`` and ``spark`` share with ``predict``."""
+    s.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                   help="as predict's --weights, or an exported .tflite / SavedModel")
+    s.add_argument("--top-k", type=int, default=5, help="predictions per image")
+    s.add_argument("--batch-size", type=int, default=32, help="largest batch per model call")
+    s.add_argument("--preprocessing", choices=PREPROCESSING_NAMES, default="model",
+                   help="as predict's --preprocessing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="mobilenet-v1", formatter_class=_Formatter,
@@ -166,12 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file pattern (local, gs://, s3://...; repeatable); only image "
                    "files are classified")
     s.add_argument("--output", required=True, help="output prefix, e.g. gs://bucket/preds")
-    s.add_argument("--weights", default=DEFAULT_WEIGHTS,
-                   help="as predict's --weights, or an exported .tflite / SavedModel")
-    s.add_argument("--top-k", type=int, default=5, help="predictions per image")
-    s.add_argument("--batch-size", type=int, default=32, help="largest batch per model call")
-    s.add_argument("--preprocessing", choices=PREPROCESSING_NAMES, default="model",
-                   help="as predict's --preprocessing")
+    _add_model_options(s)
     s.set_defaults(func=_beam)
 
     s = add("spark", help="classify images with Apache Spark (a cluster or local[*])",
@@ -185,12 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, metavar="DIR", help="a directory to create")
     s.add_argument("--master", help="spark://HOST:7077, yarn, local[4]...; default: Spark's "
                    "own (spark-submit's, else local[*])")
-    s.add_argument("--weights", default=DEFAULT_WEIGHTS,
-                   help="as predict's --weights, or an exported .tflite / SavedModel")
-    s.add_argument("--top-k", type=int, default=5, help="predictions per image")
-    s.add_argument("--batch-size", type=int, default=32, help="images per model call")
-    s.add_argument("--preprocessing", choices=PREPROCESSING_NAMES, default="model",
-                   help="as predict's --preprocessing")
+    _add_model_options(s)
     s.add_argument("--no-fast", action="store_true",
                    help="run the Keras model on the executors, not the cached TFLite one")
     s.set_defaults(func=_spark)
