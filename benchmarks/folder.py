@@ -56,16 +56,26 @@ TARGETS = (  # (ours, other, minimum ratio of images/s or None for "report")
 FLOOR_FRACTION = 0.7
 
 
-def make_folder(root: Path, count: int) -> Path:
-    """``count`` JPEGs cycled from the fixture photos (re-encoded, so every file decodes)."""
+def make_folder(root: Path, count: int, photo: str = "small") -> Path:
+    """``count`` JPEGs cycled from the fixture photos (re-encoded, so every file decodes):
+    ``small`` as they are (480-512 px, 41-93 KB), ``12mp`` as phone photos (4000 x 3000,
+    upscaled with sensor-like noise so that each file holds 3-5 MB)."""
+    import numpy as np
     from PIL import Image
 
     folder = root / "images"
     folder.mkdir()
     sources = sorted(p for p in PHOTOS.iterdir() if p.suffix in (".jpg", ".bmp"))
     images = [Image.open(p).convert("RGB") for p in sources]
+    if photo == "12mp":
+        rng = np.random.default_rng(0)
+        images = [Image.fromarray(np.clip(
+            np.asarray(im.resize((4000, 3000), Image.Resampling.BICUBIC), np.int16)
+            + rng.integers(-12, 13, (3000, 4000, 3)), 0, 255).astype(np.uint8))
+            for im in images]
     for i in range(count):
-        images[i % len(images)].save(folder / f"{i:05d}.jpg", quality=90)
+        images[i % len(images)].save(folder / f"{i:05d}.jpg",
+                                     quality=92 if photo == "12mp" else 90)
     return folder
 
 
@@ -293,6 +303,8 @@ def compare(ours: dict, other: dict) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=500)
+    p.add_argument("--photo", choices=("small", "12mp"), default="small",
+                   help="the fixture photos as they are, or 4000 x 3000 phone-size JPEGs")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--repeats-slow", type=int, default=1,
                    help=f"repeats for the slow contenders ({', '.join(SLOW)})")
@@ -317,14 +329,15 @@ def main(argv=None) -> int:
     unknown = set(names) - set(CONTENDERS) - set(BEAM)
     if unknown:
         p.error(f"unknown contenders {sorted(unknown)}; choose from {CONTENDERS + BEAM}")
-    result = run(names, args.images, args.repeats, args.repeats_slow)
+    result = run(names, args.images, args.repeats, args.repeats_slow, photo=args.photo)
     print(format_report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 
-def run(names: list[str], images: int, repeats: int, repeats_slow: int = 1, log=None) -> dict:
+def run(names: list[str], images: int, repeats: int, repeats_slow: int = 1, log=None,
+        photo: str = "small") -> dict:
     """Time the contenders on a fresh folder of ``images`` JPEGs; return the results."""
     from benchmarks.contenders import Settings
     from benchmarks.harness import compute_floor, machine_info
@@ -333,7 +346,7 @@ def run(names: list[str], images: int, repeats: int, repeats_slow: int = 1, log=
     work = Path(tempfile.mkdtemp(prefix="mobilenet_folder_"))
     rows: dict[str, dict] = {}
     try:
-        folder = make_folder(work, images)
+        folder = make_folder(work, images, photo)
         floor = compute_floor(Settings())
         unavailable = prepare(work, names)
         if "ours_fast" in names:  # untimed: builds the TFLite cache entry the timed runs read

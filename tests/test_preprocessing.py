@@ -571,3 +571,58 @@ def test_a_crafted_preprocessor_config_is_one_line_naming_file_and_field(tmp_pat
         MobileNetV1ImageProcessor.from_pretrained(tmp_path)
     message = str(info.value)
     assert len(message.splitlines()) == 1 and str(path) in message and field in message
+
+
+def _branch_files(folder) -> dict[str, str]:
+    """One file for each way a photo reaches the processor: a plain RGB JPEG, one with an
+    EXIF rotation, grayscale, palette (with and without transparency), alpha, 16-bit, CMYK."""
+    rng = np.random.default_rng(7)
+    base = Image.fromarray(rng.integers(0, 256, (300, 410, 3), dtype=np.uint8))
+    files = {}
+
+    def save(name, im, **kwargs):
+        files[name] = str(folder / name)
+        im.save(files[name], **kwargs)
+
+    save("rgb.jpg", base, quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    save("rotated.jpg", base, quality=90, exif=exif)
+    save("gray.png", base.convert("L"))
+    save("palette.png", base.convert("P"))
+    clear = base.convert("P")
+    clear.info["transparency"] = 3
+    save("palette_clear.gif", clear, transparency=3)
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (300, 410), dtype=np.uint8)))
+    save("alpha.png", rgba)
+    save("deep.png", Image.fromarray(rng.integers(0, 65536, (300, 410), dtype=np.uint16)))
+    save("cmyk.jpg", base.convert("CMYK"), quality=90)
+    return files
+
+
+@pytest.mark.parametrize("mode", ["model", "resize"])
+def test_exact_path_pixels_are_pillows_full_resize_and_crop_on_every_branch(tmp_path, mode):
+    """What transformers does (decode, EXIF-rotate, to RGB, one full Pillow resize, center
+    crop) against ours (which resizes the decoded image itself and only what the crop keeps),
+    for a path, the same bytes already read, and an open Pillow image: bit for bit."""
+    from PIL import ImageOps
+
+    from tf_mobilenet_v1.images import open_image, pil_to_rgb
+    from tf_mobilenet_v1.preprocessing.processor import center_crop, shortest_edge_size
+
+    processor = MobileNetV1ImageProcessor.for_variant(224, mode="resize" if mode == "resize"
+                                                      else "crop")
+    for name, path in _branch_files(tmp_path).items():
+        with Image.open(path) as im:
+            rgb = pil_to_rgb(ImageOps.exif_transpose(im))
+        if mode == "resize":
+            want = np.asarray(Image.fromarray(rgb).resize((224, 224), Image.BILINEAR))
+        else:
+            nh, nw = shortest_edge_size(*rgb.shape[:2], 256)
+            want = center_crop(np.asarray(Image.fromarray(rgb).resize((nw, nh),
+                                                                      Image.BILINEAR)), 224, 224)
+        with open(path, "rb") as f:
+            data = f.read()
+        for source in (path, open_image(path, data=data), open_image(path)):
+            np.testing.assert_array_equal(processor.crop_pixels(source), want, err_msg=name)

@@ -144,8 +144,13 @@ def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
                              f"(photos have about 10; at most {MAX_JPEG_SCANS} are decoded, as "
                              "each costs a pass over the whole image)")
     try:
+        im.load()  # decode now, so truncated or corrupt data fails here
+        if (im.fp is None or isinstance(im.fp, io.BytesIO)) and _upright(im) \
+                and getattr(im, "n_frames", 1) == 1:
+            # Decoded, no file left open (load() closed it) and nothing to rotate: the image
+            # itself, not exif_transpose's full-size copy (36 MB for a 12 MP photo).
+            return im
         with im:
-            im.load()  # decode now, so truncated or corrupt data fails here
             try:
                 with _OPEN_LOCK, warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like
@@ -155,6 +160,16 @@ def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
     except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error...
         detail = str(e) or type(e).__name__
         raise ValueError(f"cannot read image {path}: {detail}") from None
+
+
+def _upright(im: Image.Image) -> bool:
+    """Whether ``im`` has no EXIF orientation to apply (none, or not one of 2-8)."""
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return im.getexif().get(0x0112, 1) not in range(2, 9)  # exif_transpose's rule
+    except Exception:  # noqa: BLE001 - exif_transpose decides for a damaged block
+        return False
 
 
 def _jpeg_scans(path: str, data: bytes | None) -> int:
@@ -268,6 +283,19 @@ def to_rgb_array(image) -> np.ndarray:
         return array_to_rgb(image)
     raise TypeError(f"unsupported image type {type(image).__name__}; pass a file path, a PIL "
                     "image or a numpy array")
+
+
+def rgb_pixels(image) -> Image.Image | np.ndarray:
+    """``image`` as :func:`to_rgb_array` gives it, except that an RGB Pillow image (what a
+    JPEG decodes to) stays one: resizing it directly skips two full-size copies (Pillow's
+    RGBX to a packed array and back), with the same pixels."""
+    if isinstance(image, (str, os.PathLike)):
+        image = open_image(image)
+    if isinstance(image, Image.Image):
+        if image.mode == "RGB" and image.info.get("transparency") is None:
+            return image
+        return pil_to_rgb(image)
+    return to_rgb_array(image)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
