@@ -14,7 +14,6 @@ the tests check it matches these files and this version (``--fast-model-only`` r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -42,7 +41,6 @@ def write_fast_model(folder: str, model=None) -> str:
     + ``fast.json``, fast_predict's entry for exactly these files and this version), so that
     ``predict``'s first run converts nothing. ``model``: those weights, already loaded."""
     from tf_mobilenet_v1 import fast_predict
-    from tf_mobilenet_v1.fileio import atomic_output
     from tf_mobilenet_v1.loaders.dispatch import load_any
 
     files = fast_predict.weight_files(folder)
@@ -50,12 +48,8 @@ def write_fast_model(folder: str, model=None) -> str:
         raise ValueError(f"{folder} is not a Hugging Face directory the fast path takes")
     model = model if model is not None else load_any(folder)
     content, meta = fast_predict.build_entry(model, fast_predict.cache_key(files))
-    with atomic_output(os.path.join(folder, fast_predict.SHIPPED_MODEL), force=True) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(content)
-    with atomic_output(os.path.join(folder, fast_predict.SHIPPED_META), force=True) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(meta, f)
+    fast_predict.write_entry(os.path.join(folder, fast_predict.SHIPPED_MODEL),
+                             os.path.join(folder, fast_predict.SHIPPED_META), content, meta)
     return folder
 
 

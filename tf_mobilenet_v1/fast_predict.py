@@ -311,7 +311,7 @@ def build(weights: str, model, preprocessing: str) -> TFLiteEngine | None:
         folder = private_cache_dir(create=True)
         if folder is not None:
             remove_stale_temporaries(folder, _TEMPORARY)  # of killed builds of any entry
-            _write_entry(key, content, meta)
+            write_entry(*_entry_paths(key), content, meta)
     except OSError as e:  # a read-only home still gets this run's fast model
         print(f"mobilenet-v1: warning: cannot cache the TFLite model in {cache_dir()}: "
               f"{first_line(e)}", file=sys.stderr)
@@ -353,9 +353,9 @@ def build_entry(model, key: str) -> tuple[bytes, dict]:
     return content, meta
 
 
-def _write_entry(key: str, content: bytes, meta: dict) -> None:
-    """Model file first, metadata last, each atomically: a reader sees a whole entry or none."""
-    model_path, meta_path = _entry_paths(key)
+def write_entry(model_path: str, meta_path: str, content: bytes, meta: dict) -> None:
+    """Model file first, metadata last, each atomically: a reader sees a whole entry or none
+    (a cache entry, or the model shipped beside the bundled weights)."""
     with atomic_output(model_path, force=True, suffix=".tflite") as tmp:
         with open(tmp, "wb") as f:
             f.write(content)

@@ -144,7 +144,11 @@ def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
                              f"(photos have about 10; at most {MAX_JPEG_SCANS} are decoded, as "
                              "each costs a pass over the whole image)")
     try:
-        im.load()  # decode now, so truncated or corrupt data fails here
+        try:
+            im.load()  # decode now, so truncated or corrupt data fails here
+        except BaseException:
+            im.close()
+            raise
         if (im.fp is None or isinstance(im.fp, io.BytesIO)) and _upright(im) \
                 and getattr(im, "n_frames", 1) == 1:
             # Decoded, no file left open (load() closed it) and nothing to rotate: the image
@@ -273,16 +277,7 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
 
 def to_rgb_array(image) -> np.ndarray:
     """Any supported image (path, PIL image, numpy array, tf tensor) -> (H, W, 3) uint8 RGB."""
-    if isinstance(image, (str, os.PathLike)):
-        return pil_to_rgb(open_image(image))
-    if isinstance(image, Image.Image):
-        return pil_to_rgb(image)
-    if hasattr(image, "numpy") and not isinstance(image, np.ndarray):
-        image = image.numpy()  # tf.Tensor / torch.Tensor
-    if isinstance(image, np.ndarray):
-        return array_to_rgb(image)
-    raise TypeError(f"unsupported image type {type(image).__name__}; pass a file path, a PIL "
-                    "image or a numpy array")
+    return np.asarray(rgb_pixels(image))
 
 
 def rgb_pixels(image) -> Image.Image | np.ndarray:
@@ -295,7 +290,12 @@ def rgb_pixels(image) -> Image.Image | np.ndarray:
         if image.mode == "RGB" and image.info.get("transparency") is None:
             return image
         return pil_to_rgb(image)
-    return to_rgb_array(image)
+    if hasattr(image, "numpy") and not isinstance(image, np.ndarray):
+        image = image.numpy()  # tf.Tensor / torch.Tensor
+    if isinstance(image, np.ndarray):
+        return array_to_rgb(image)
+    raise TypeError(f"unsupported image type {type(image).__name__}; pass a file path, a PIL "
+                    "image or a numpy array")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
