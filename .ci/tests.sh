@@ -3,16 +3,18 @@
 # command, so what CI runs):
 #   .venv-quickstart  exactly the quick start's `pip install .`, plus the test tools (the [test]
 #                     extra): the core tests run on the versions a user gets
-#   .venv             the developers' venv with every extra: the interop, backends, Beam,
-#                     ONNX and Spark tests (Beam pins older protobuf and numpy than the quick
-#                     start gets); the Spark tests start a standalone cluster on localhost
+#   .venv             the developers' venv with every extra: the interop, backends, Beam and
+#                     ONNX tests (Beam pins older protobuf and numpy than the quick start
+#                     gets), then, timed on their own, the GPU-delegate and Spark jobs (the
+#                     Spark tests start a standalone cluster on localhost)
 #   .venv-tasklib, .venv-mediapipe  the real Android-side clients (.ci/client_venvs.sh)
 # A venv that exists is updated, not rebuilt. Exits non-zero on any failure, including a
 # pytest run that collected no test (exit 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS="interop or backends or beam or onnx or clients or gpu_delegate or spark"
+EXTRAS="interop or backends or beam or onnx or clients"
+OWN="gpu_delegate or spark"  # jobs that report their own time: a GPU delegate, a Spark cluster
 JOBS=${PYTEST_JOBS:-2}
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
@@ -55,7 +57,15 @@ echo "tests.sh: environments ready in $((SECONDS - start)) s"
 .venv/bin/ruff check .
 # `pytest`, not `python -m pytest`: the tests import the installed package, not the checkout.
 # PYTHONSAFEPATH: child processes started from the checkout import the installed package too.
-PYTHONSAFEPATH=1 .venv-quickstart/bin/pytest -n "$JOBS" --dist loadfile -p no:cacheprovider -m "not ($EXTRAS)"
-echo "tests.sh: core tests done at $((SECONDS - start)) s"
-.venv/bin/python -m pytest -n "$JOBS" --dist loadfile -p no:cacheprovider -m "$EXTRAS"
+step() {  # step NAME CMD...: run a test job and say how long it took
+  local name=$1 t=$SECONDS; shift
+  "$@"
+  echo "tests.sh: $name took $((SECONDS - t)) s (at $((SECONDS - start)) s)"
+}
+step "core tier" env PYTHONSAFEPATH=1 .venv-quickstart/bin/pytest -n "$JOBS" --dist loadfile \
+  -p no:cacheprovider -m "not ($EXTRAS or $OWN)"
+step "extras tier" .venv/bin/python -m pytest -n "$JOBS" --dist loadfile -p no:cacheprovider \
+  -m "($EXTRAS) and not ($OWN)"
+step "GPU delegate and Spark cluster" .venv/bin/python -m pytest -n "$JOBS" --dist loadfile \
+  -p no:cacheprovider -m "$OWN"
 echo "tests.sh: all done in $((SECONDS - start)) s"

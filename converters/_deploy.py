@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tf_mobilenet_v1.outputs import logits_of
 
 # What every exported model expects as float input: RGB scaled to [-1, 1] (slim's
 # inception preprocessing, HF's image_mean = image_std = 0.5). In TFLite metadata terms this is
@@ -57,8 +56,7 @@ def at_size(model, image_size: int | None):
         rebuilt = type(model).from_config(cfg)
         rebuilt.set_weights(model.get_weights())
         model = rebuilt
-    out = logits_of(model.compute_output_spec(
-        _spec(size, model.config.num_channels)))
+    out = model.compute_output_spec(_spec(size, model.config.num_channels))
     if len(out.shape) != 2:
         raise ValueError(
             f"at {size}x{size} this model (global_pool=False) gives spatial logits of shape "
@@ -113,10 +111,9 @@ def head_fn(model, head: str):
         return pooled_features(model)
 
     def logits(x):
-        return logits_of(model(x, training=False))
+        return model(x, training=False)
 
-    if isinstance(model, MobileNetV1ForImageClassification) \
-            and not model.config.output_hidden_states:
+    if isinstance(model, MobileNetV1ForImageClassification):
         # Squeeze the (B, 1, 1, N) Logits conv with a constant (-1, N) shape: Keras's Reshape
         # reads the batch size at run time, which with a dynamic batch adds SHAPE /
         # STRIDED_SLICE / PACK ops that the GPU delegate does not take.

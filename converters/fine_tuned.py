@@ -16,6 +16,10 @@ from tf_mobilenet_v1.models import MobileNetV1ForImageClassification, MobileNetV
 def _inner_mobilenet(model):
     found = [layer for layer in model._flatten_layers(include_self=False)
              if isinstance(layer, (MobileNetV1Model, MobileNetV1ForImageClassification))]
+    # A classifier of ours holds its backbone: that pair is one model of ours, not two.
+    inner = {id(layer.backbone) for layer in found
+             if isinstance(layer, MobileNetV1ForImageClassification)}
+    found = [layer for layer in found if id(layer) not in inner]
     return found[0] if len(found) == 1 else None
 
 

@@ -69,16 +69,17 @@ def _run_hf(torch, model, x):
 
 def _compare(torch, ours, hf_model, x, head=True) -> dict[str, float]:
     """Max abs differences of logits (or backbone outputs) and of all 26 hidden states."""
-    mine = ours(x, training=False)
     theirs = _run_hf(torch, hf_model, x)
     diffs = {}
-    if head:
-        logits = np.asarray(mine["logits"])
+    if head:  # the classifier gives logits; its hidden states come from its backbone
+        logits = np.asarray(ours(x, training=False))
+        mine = ours.backbone(x, training=False)
         assert logits.shape == tuple(theirs.logits.shape)
         diffs["logits"] = float(np.abs(logits - theirs.logits.numpy()).max())
         # A near-constant network would hide layout errors: logits must spread and follow x.
         assert logits.std() > 0.05 and np.abs(logits[0] - logits[1]).max() > 1e-3
     else:
+        mine = ours(x, training=False)
         last = np.asarray(mine["last_hidden_state"]).transpose(0, 3, 1, 2)
         diffs["last_hidden_state"] = float(np.abs(last - theirs.last_hidden_state.numpy()).max())
         pooled = np.asarray(mine["pooler_output"])
@@ -174,7 +175,7 @@ def test_transformers_backbone_to_ours(tmp_path, torch, transformers):
         clf = hf_loader.load_hf(theirs.state_dict(), cls=MobileNetV1ForImageClassification,
                                 num_labels=1001, tf_padding=False, output_hidden_states=True)
     x = _inputs(64)
-    mine = clf(x, training=False)["hidden_states"][-1]
+    mine = clf.backbone(x, training=False)["hidden_states"][-1]
     ref = _run_hf(torch, theirs, x).last_hidden_state.numpy()
     assert np.abs(np.asarray(mine).transpose(0, 3, 1, 2) - ref).max() <= ATOL
 

@@ -39,7 +39,7 @@ def _keras_bn_model(model):
     """A copy of ``model`` with the same weights whose blocks use Keras's BN layer."""
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
-    for layer in copy.layers:
+    for layer in copy.backbone.layers:
         if isinstance(layer, ConvBlock):
             layer.fold_at_inference = False
     return copy

@@ -124,10 +124,13 @@ def test_classifier_outputs_logits_and_probabilities():
     assert top[0][0][0] == int(logits[0].argmax()) and top[0][0][1].startswith("LABEL_")
     with pytest.raises(ValueError, match="top_k"):
         decode_predictions(logits, top_k=0)
+    # One output contract: a classifier returns its logits, hidden states come from the backbone
     hs_model = MobileNetV1ForImageClassification(output_hidden_states=True, **TINY)
-    assert len(hs_model.decode(hs_model.predict(x), top_k=1)) == 3  # dict outputs
-    hs = hs_model(x)
-    assert set(hs) == {"logits", "hidden_states"} and len(hs["hidden_states"]) == 26
+    assert hs_model(x).shape == (3, hs_model.config.num_labels)
+    assert len(hs_model.decode(hs_model.predict(x), top_k=1)) == 3
+    hs = hs_model.backbone(x)
+    assert set(hs) == {"last_hidden_state", "pooler_output", "hidden_states"}
+    assert len(hs["hidden_states"]) == 26
 
 
 def test_keras_file_round_trip_is_exact(tmp_path):
@@ -143,6 +146,39 @@ def test_keras_file_round_trip_is_exact(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), m.predict(x, verbose=0))
     cfg = m.get_config()
     assert cfg["depth_multiplier"] == 0.25 and cfg["output_stride"] == 16  # flat
+
+
+def test_classifier_contains_its_backbone(tmp_path):
+    import keras
+
+    m = randomize(MobileNetV1ForImageClassification(**TINY))
+    backbone = m.backbone
+    assert isinstance(backbone, MobileNetV1Model) and backbone.config == m.config
+    # One set of weights, at the slim paths, shared by the classifier and its backbone
+    assert [v.path for v in m.weights[:-2]] == [v.path for v in backbone.weights]
+    assert m.weights[0] is backbone.weights[0] and m.weights[-1].path == "Logits/bias"
+    assert m.get_layer("Conv2d_13_pointwise") is backbone.get_layer("Conv2d_13_pointwise")
+    with pytest.raises(ValueError, match="Conv2d_99"):
+        m.get_layer("Conv2d_99")
+    x = np.random.rand(2, 32, 32, 3).astype("float32")
+    # The classifier's pre-logits features are the backbone's pooled output
+    pre_logits = keras.Model(m.input, m.get_layer("AvgPool_1a").output)(x)
+    np.testing.assert_allclose(np.asarray(pre_logits)[:, 0, 0],
+                               backbone(x)["pooler_output"], atol=1e-6)
+    # keras-hub's fine-tuning idiom: a frozen backbone survives a .keras round trip
+    backbone.trainable = False
+    assert [v.path for v in m.trainable_weights] == ["Logits/kernel", "Logits/bias"]
+    m.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert not loaded.backbone.trainable
+    assert [v.path for v in loaded.trainable_weights] == ["Logits/kernel", "Logits/bias"]
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), m.predict(x, verbose=0))
+    # A user's model around the classifier holds one model of ours (the exporters' view)
+    from tf_mobilenet_v1.converters.fine_tuned import fine_tuned
+
+    inputs = keras.Input((32, 32, 3))
+    user = keras.Model(inputs, keras.layers.Dense(3)(m(inputs)))
+    assert fine_tuned(user).inner is m
 
 
 def test_config_object_and_kwargs_agree():
@@ -181,11 +217,11 @@ def test_fit_reduces_loss_and_new_head():
 def test_array_predict_fast_path_equals_keras_predict():
     import keras
 
-    m = randomize(MobileNetV1ForImageClassification(output_hidden_states=True, **TINY))
+    m = randomize(MobileNetV1Model(output_hidden_states=True, **TINY))
     x = np.random.rand(37, 32, 32, 3).astype("float32")  # a partial last batch
     fast = m.predict(x, batch_size=16)
     slow = keras.Model.predict(m, x, batch_size=16, verbose=0)
-    np.testing.assert_array_equal(fast["logits"], slow["logits"])
+    np.testing.assert_array_equal(fast["pooler_output"], slow["pooler_output"])
     assert len(fast["hidden_states"]) == 26
     for a, b in zip(fast["hidden_states"], slow["hidden_states"], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -230,8 +266,9 @@ def test_empty_batch(spatial_squeeze):
 
 def test_empty_batch_with_hidden_states():
     model = tiny_model(output_hidden_states=True)
-    out = model.predict(np.zeros((0, 32, 32, 3), np.float32))
-    assert out["logits"].shape == (0, 1001)
+    assert model.predict(np.zeros((0, 32, 32, 3), np.float32)).shape == (0, 1001)
+    out = model.backbone.predict(np.zeros((0, 32, 32, 3), np.float32))
+    assert out["pooler_output"].shape[0] == 0
     assert all(h.shape[0] == 0 for h in out["hidden_states"])
 
 

@@ -80,8 +80,9 @@ def test_slim_reference_endpoints():
         _slim_ckpt(), global_pool=False, output_hidden_states=True)
     assert model.config.image_size == 160 and model.config.depth_multiplier == 0.5
     probe = keras.Model(model.input, {"AvgPool_1a": model.get_layer("AvgPool_1a").output,
-                                      **model.output})
-    out = probe(ref["inputs"], training=False)
+                                      "logits": model.output})
+    out = {**probe(ref["inputs"], training=False),
+           **model.backbone(ref["inputs"], training=False)}
     hidden = dict(zip(hidden_state_names(), out["hidden_states"], strict=True))
     for name in ENDPOINTS[1:]:
         assert _maxdiff(hidden[name], ref[name]) < TOL, name
@@ -98,11 +99,11 @@ def test_slim_reference_global_pool_at_161():
     model = MobileNetV1ForImageClassification.from_pretrained(_slim_ckpt(),
                                                               output_hidden_states=True)
     assert model.config.global_pool
-    out = model(ref["inputs"], training=False)
-    diff = _maxdiff(out["logits"], ref["Logits"])
+    diff = _maxdiff(model(ref["inputs"], training=False), ref["Logits"])
     print(f"slim 0.5_160 global_pool at 161x161: Logits {diff:.2e}")
     assert diff < TOL
-    assert _maxdiff(out["hidden_states"][-1], ref["Conv2d_13_pointwise"]) < TOL
+    hidden = model.backbone(ref["inputs"], training=False)["hidden_states"]
+    assert _maxdiff(hidden[-1], ref["Conv2d_13_pointwise"]) < TOL
 
 
 def test_slim_reference_output_stride_16():
@@ -126,11 +127,10 @@ def test_overrides_build_variants_around_the_same_weights():
             assert getattr(variant.config, key) == value
         for a, b in zip(base.weights, variant.weights, strict=True):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
-        out = variant(x, training=False)
-        logits = out["logits"] if isinstance(out, dict) else out
+        logits = variant(x, training=False)
         assert logits.shape == (2, 1001)
         if overrides == {"output_hidden_states": True}:
-            assert len(out["hidden_states"]) == 26
+            assert len(variant.backbone(x, training=False)["hidden_states"]) == 26
             np.testing.assert_array_equal(logits, base(x, training=False))
         if overrides == {"tf_padding": False}:
             assert _maxdiff(logits, base(x, training=False)) > 1e-3  # really another padding

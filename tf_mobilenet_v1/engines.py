@@ -19,7 +19,7 @@ from .graph_check import check_saved_model
 from .labels import default_id2label
 from .litert import make_interpreter
 from .loaders.tflite import packed_labels
-from .outputs import logits_from_probabilities, logits_of
+from .outputs import logits_from_probabilities
 from .preprocessing import MobileNetV1ImageProcessor, get_preprocessor
 
 LABELS_FILE = "labels.txt"  # beside a .tflite, in a SavedModel's assets.extra (our exports)
@@ -49,8 +49,8 @@ class Engine:
 
 
 def batch_logits(output) -> np.ndarray:
-    """(batch, num_labels) logits of a model's output, or a ValueError saying why not."""
-    logits = np.asarray(logits_of(output))
+    """(batch, num_labels) logits of a classifier's output, or a ValueError saying why not."""
+    logits = np.asarray(output)
     if logits.ndim != 2:
         raise ValueError(f"expected (batch, num_labels) logits, got shape {logits.shape}; use "
                          "a model with global pooling or inputs of its image_size")

@@ -1,7 +1,9 @@
 """Keras models: ``MobileNetV1Model`` (backbone) and ``MobileNetV1ForImageClassification``.
 
-Both are functional models built from ``architecture.layer_specs`` with flat layer names that
-follow the slim scopes (``Conv2d_0`` ... ``Conv2d_13_pointwise``, ``AvgPool_1a``, ``Logits``).
+The backbone is a functional model built from ``architecture.layer_specs``, its layers named
+after the slim scopes (``Conv2d_0`` ... ``Conv2d_13_pointwise``); the classifier contains it
+(``model.backbone``, as Hugging Face and keras-hub compose them) and adds slim's head
+(``AvgPool_1a``, ``Dropout_1b``, ``Logits``). Weight paths are the slim names either way.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .config import MIN_INPUT_SIZE, MobileNetV1Config
 from .errors import InputRangeWarning, did_you_mean
 from .labels import default_id2label
 from .layers import ConvBlock, SlimAvgPool
-from .outputs import decode_predictions, logits_of
+from .outputs import decode_predictions
 
 _PACKAGE = "tf_mobilenet_v1"
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MobileNetV1Config))
@@ -117,10 +119,18 @@ def _check_kwargs(cls_name: str, kwargs: dict, allowed: frozenset) -> None:
     raise TypeError(f"{cls_name}() got an unexpected keyword argument {name!r}; {hint}")
 
 
+def _slim_layers(model):
+    """The model's layers with a classifier's backbone opened up: every layer by slim name."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, MobileNetV1Model):
+            yield from layer.layers
+
+
 def _frozen_paths(model) -> list[str]:
     """Layers (and ConvBlock parts) set to ``trainable=False`` inside a trainable model."""
     frozen = []
-    for layer in model.layers:
+    for layer in _slim_layers(model):
         if not layer.trainable:
             frozen.append(layer.name)
         elif isinstance(layer, ConvBlock):
@@ -148,8 +158,7 @@ class _MobileNetV1Base(keras.Model):
         self.image_processor = processor
         self._input_shape_arg = None if input_shape is None else tuple(input_shape)
         self.fold_batchnorm = bool(fold_batchnorm)
-        inputs = keras.Input(_input_shape(self.config, input_shape), name="pixel_values")
-        return inputs, _backbone(inputs, self.config, self.fold_batchnorm, self._dtype_arg)
+        return keras.Input(_input_shape(self.config, input_shape), name="pixel_values")
 
     @property
     def image_processor(self):
@@ -321,11 +330,11 @@ class _MobileNetV1Base(keras.Model):
         cfg = self.get_config()
         cfg["fold_batchnorm"] = fold
         copy = type(self).from_config(cfg)
-        for layer in copy.layers:
+        for layer in _slim_layers(copy):
             src = self.get_layer(layer.name)
             if isinstance(layer, ConvBlock):
                 blocks(src, layer)
-            elif layer.weights:
+            elif layer.weights and not isinstance(layer, MobileNetV1Model):
                 layer.set_weights(src.get_weights())
         if getattr(self, "quant_ranges", None):
             copy.quant_ranges = dict(self.quant_ranges)
@@ -344,7 +353,8 @@ class MobileNetV1Model(_MobileNetV1Base):
 
     def __init__(self, config=None, *, input_shape=None, feature_layers: Sequence[str] = None,
                  fold_batchnorm=False, name="mobilenet_v1", **kwargs):
-        inputs, feats = self._init_common(config, input_shape, fold_batchnorm, kwargs)
+        inputs = self._init_common(config, input_shape, fold_batchnorm, kwargs)
+        feats = _backbone(inputs, self.config, self.fold_batchnorm, self._dtype_arg)
         if feature_layers:
             unknown = [n for n in feature_layers if n not in feats]
             if unknown:
@@ -370,22 +380,27 @@ class MobileNetV1Model(_MobileNetV1Base):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MobileNetV1ForImageClassification(_MobileNetV1Base):
-    """Backbone + ``AvgPool_1a`` + dropout + 1x1 ``Logits`` convolution.
+    """``backbone`` (a :class:`MobileNetV1Model`) + ``AvgPool_1a`` + dropout + 1x1 ``Logits``
+    convolution.
 
-    ``model.predict(x)`` returns logits (B, num_labels), index 0 = background for the official
-    1001-class weights; ``predict_proba`` gives softmax probabilities. With
-    ``global_pool=False`` and inputs larger than the config's size the logits are spatial
-    (B, h, w, num_labels); ``spatial_squeeze=False`` keeps (B, 1, 1, num_labels). With
-    ``num_labels=0`` the output is the pooled pre-logits features (B, C), like slim's
-    ``num_classes=0`` and HF's identity classifier. With ``output_hidden_states`` the output
-    is a dict with ``logits`` and ``hidden_states``.
+    The output is always the logits: ``model.predict(x)`` gives (B, num_labels), index 0 =
+    background for the official 1001-class weights; ``predict_proba`` gives softmax
+    probabilities. With ``global_pool=False`` and inputs larger than the config's size the
+    logits are spatial (B, h, w, num_labels); ``spatial_squeeze=False`` keeps
+    (B, 1, 1, num_labels). With ``num_labels=0`` the output is the pooled pre-logits features
+    (B, C), like slim's ``num_classes=0`` and HF's identity classifier. Features and hidden
+    states come from ``model.backbone`` (``output_hidden_states=True`` adds them there), and
+    ``get_layer`` finds the backbone's layers by slim name too.
     """
 
     def __init__(self, config=None, *, input_shape=None, fold_batchnorm=False,
                  name="mobilenet_v1_classifier", **kwargs):
-        inputs, feats = self._init_common(config, input_shape, fold_batchnorm, kwargs)
+        inputs = self._init_common(config, input_shape, fold_batchnorm, kwargs)
         cfg = self.config
-        x = _pool(feats[hidden_state_names()[-1]], cfg, self._dtype_arg)
+        backbone = MobileNetV1Model(cfg, input_shape=input_shape, fold_batchnorm=fold_batchnorm,
+                                    image_processor=self._processor_config,
+                                    dtype=self._dtype_arg, name="mobilenet_v1")
+        x = _pool(backbone(inputs)["last_hidden_state"], cfg, self._dtype_arg)
         if cfg.num_labels:  # 0: slim's num_classes=0, the pre-logits features are the output
             x = keras.layers.Dropout(cfg.classifier_dropout_prob, name="Dropout_1b",
                                      dtype=self._dtype_arg)(x)
@@ -394,13 +409,22 @@ class MobileNetV1ForImageClassification(_MobileNetV1Base):
                 kernel_initializer=keras.initializers.RandomNormal(stddev=cfg.initializer_range),
             )(x)
         logits = _squeeze(x, "SpatialSqueeze", self._dtype_arg) if cfg.spatial_squeeze else x
-        if cfg.output_hidden_states:
-            outputs = {"logits": logits,
-                       "hidden_states": [feats[n] for n in hidden_state_names()]}
-        else:
-            outputs = logits
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        super().__init__(inputs=inputs, outputs=logits, name=name, **kwargs)
         self._finish_init()
+
+    @property
+    def backbone(self) -> MobileNetV1Model:
+        """The :class:`MobileNetV1Model` inside (shares its weights with this model)."""
+        return next(layer for layer in self.layers if isinstance(layer, MobileNetV1Model))
+
+    def get_layer(self, name=None, index=None):
+        """A layer of this model or, by slim name (``Conv2d_0`` ...), of its backbone."""
+        try:
+            return super().get_layer(name, index)
+        except ValueError:
+            if name is None:
+                raise
+            return self.backbone.get_layer(name)
 
     def _require_labels(self):
         if not self.config.num_labels:
@@ -410,11 +434,9 @@ class MobileNetV1ForImageClassification(_MobileNetV1Base):
     def predict_proba(self, x, **predict_kwargs) -> np.ndarray:
         """Softmax probabilities over ``num_labels`` (same arguments as ``predict``)."""
         self._require_labels()
-        logits = logits_of(self.predict(x, **predict_kwargs))
-        return np.asarray(ops.softmax(logits, axis=-1))
+        return np.asarray(ops.softmax(self.predict(x, **predict_kwargs), axis=-1))
 
     def decode(self, logits, top_k: int = 5) -> list[list[tuple[int, str, float]]]:
         """Top-k ``(index, label, probability)`` for each row of ``logits``."""
         self._require_labels()
         return decode_predictions(logits, top_k, self.config.id2label)
-

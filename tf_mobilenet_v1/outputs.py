@@ -1,23 +1,8 @@
-"""Reading model outputs (numpy only): the logits of an output, and top-k decoding."""
+"""Reading model outputs (numpy only): logits from an export's probabilities, top-k decoding."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def logits_of(output):
-    """The logits of a classifier output: the output itself, or the ``logits`` entry of the
-    dict that ``output_hidden_states=True`` or a SavedModel signature gives. Tensors pass
-    through unconverted. A dict with only ``probabilities`` (an exported model's output)
-    gives their log: logits up to a per-row constant, so softmax and top-k are unchanged."""
-    if isinstance(output, dict):
-        if "logits" in output:
-            return output["logits"]
-        if "probabilities" in output:
-            return logits_from_probabilities(output["probabilities"])
-        raise ValueError("the model has no classification head (a backbone); load weights "
-                         "with a Logits layer to classify images")
-    return output
 
 
 def logits_from_probabilities(probs) -> np.ndarray:
@@ -29,7 +14,6 @@ def logits_from_probabilities(probs) -> np.ndarray:
 
 def decode_predictions(logits, top_k: int = 5, id2label: dict[int, str] | None = None):
     """Top-k ``(index, label, probability)`` per row of (B, num_labels) logits."""
-    logits = logits_of(logits)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     logits = np.asarray(logits, np.float64)

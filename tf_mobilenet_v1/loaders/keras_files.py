@@ -144,10 +144,13 @@ def h5_layout(path: str) -> dict[str, tuple[int, ...]]:
 def weights_h5_source(path: str, overrides: dict) -> WeightSource:
     """Build the model the file was saved from (config inferred from shapes), then load it."""
     shapes = h5_layout(path)
-    # Keras names nested layers of a functional model by class: conv_block, conv_block_1, ...
+    # Keras names saved layers by class: conv_block, conv_block_1, ..., inside the classifier's
+    # backbone (mobile_net_v1_model) or at the top of a backbone's file.
     specs = layer_specs()
     blocks = ["conv_block"] + [f"conv_block_{i}" for i in range(1, len(specs))]
-    kernels = [shapes.get(f"layers/{b}/conv/vars/0") for b, s in zip(blocks, specs, strict=True)
+    nested = "layers/mobile_net_v1_model/layers/conv_block/conv/vars/0" in shapes
+    root = "layers/mobile_net_v1_model/layers" if nested else "layers"
+    kernels = [shapes.get(f"{root}/{b}/conv/vars/0") for b, s in zip(blocks, specs, strict=True)
                if s.kind != "depthwise"]
     head = shapes.get("layers/conv2d/vars/0")
     if any(k is None or len(k) != 4 for k in kernels):
@@ -174,7 +177,7 @@ def weights_h5_source(path: str, overrides: dict) -> WeightSource:
         if key in overrides:
             fields[key] = overrides[key]
     config = MobileNetV1Config(**fields)
-    folded = "layers/conv_block/conv/vars/1" in shapes  # a conv bias: batch norm folded
+    folded = f"{root}/conv_block/conv/vars/1" in shapes  # a conv bias: batch norm folded
     cls = MobileNetV1ForImageClassification if head is not None else MobileNetV1Model
     model = cls(config, fold_batchnorm=folded)
     try:
