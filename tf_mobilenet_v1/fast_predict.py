@@ -14,21 +14,29 @@ JSON, written last, names the model file's SHA-256, so a damaged entry is rebuil
 The directory is used only when it is this user's and nobody else may write to it (created
 0700): anyone who could write there could plant a model with their own labels. Entries are
 read only as this user's regular files of bounded size; temporaries of killed builds go.
+The labels, processor and model bytes an entry holds are what the loader read and the build
+checked against the Keras model: the JSON carries an HMAC of all of them under a per-user
+secret (``<cache dir>.key``, 32 random bytes, 0600, beside the directory and not in it), so an
+entry edited, swapped or copied in from anywhere else (another user's or machine's cache, a
+restored or shared folder) is said once, rebuilt and never shown. The key does not stop
+someone who can read this user's files; they could as well edit the weights or the package.
 The bundled weights' entry ships with the package (``fast.tflite`` + ``fast.json`` beside
-them), so even their first run converts nothing. Off switch: ``MOBILENET_V1_FAST=0`` or
-``mobilenet-v1 predict --no-fast``.
+them, as trusted as its code, unsigned), so even their first run converts nothing. Off
+switch: ``MOBILENET_V1_FAST=0`` or ``mobilenet-v1 predict --no-fast``.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import hmac
 import importlib.util
 import json
 import os
 import re
 import stat
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +49,7 @@ ENV_SWITCH = "MOBILENET_V1_FAST"
 ENV_CACHE = "MOBILENET_V1_CACHE"
 ENV_STRICT = "MOBILENET_V1_FAST_STRICT"  # set: a fast-path failure raises (the tests set it)
 _MAX_META_BYTES = 1 << 20  # an entry's JSON: labels and a processor, a few KB
+_KEY_BYTES = 32  # the per-user secret that signs cache entries (HMAC-SHA256)
 _TEMPORARY = r"tflite-[0-9a-f]{64}\.(tflite|json)"  # the entries' names, for their temporaries
 FORMAT = 2  # bump when the entry's layout or meaning changes: old entries are then ignored
 FAST_PREPROCESSING = ("model", "crop", "resize")  # the numpy processors; "slim" needs TF
@@ -188,16 +197,18 @@ def _say_once(message: str) -> None:
         print(f"mobilenet-v1: warning: {message}", file=sys.stderr)
 
 
-def _read_own(path: str, limit: int) -> bytes | None:
-    """A regular file of this user's, at most ``limit`` bytes, or ``None``: a planted
-    symlink, a FIFO (opened without blocking), a device or a huge sparse file is not read."""
+def _read_own(path: str, limit: int, private: bool = False) -> bytes | None:
+    """A regular file of this user's, at most ``limit`` bytes (and with ``private`` one nobody
+    else may read or write), or ``None``: a planted symlink, a FIFO (opened without
+    blocking), a device or a huge sparse file is not read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size > limit:
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size > limit \
+                or (private and st.st_mode & 0o077):
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(limit + 1)
@@ -209,14 +220,66 @@ def _read_own(path: str, limit: int) -> bytes | None:
 
 
 def _read_entry(key: str) -> tuple[bytes, dict] | None:
-    """A cache entry's model bytes and metadata, or ``None`` when absent, damaged or not
-    this user's own."""
+    """A cache entry's model bytes and metadata, or ``None`` when absent, damaged, not this
+    user's own or not signed with this user's key (said once: it is then rebuilt)."""
     if private_cache_dir() is None:
         return None
     model_path, meta_path = _entry_paths(key)
     raw = _read_own(meta_path, _MAX_META_BYTES)
     content = _read_own(model_path, MAX_WEIGHTS_BYTES) if raw is not None else None
-    return _checked(raw, content, key)
+    entry = _checked(raw, content, key)
+    secret = None if entry is None else _secret()
+    if secret is None:
+        return None
+    mac = entry[1].get("mac")
+    if not (isinstance(mac, str) and hmac.compare_digest(mac.encode(),
+                                                         _mac(secret, entry[1]).encode())):
+        _say_once(f"not using the cached fast model {meta_path}: it is not signed with this "
+                  f"user's key {key_path()} (edited, or copied from elsewhere); rebuilding it")
+        return None
+    return entry
+
+
+def key_path() -> str:
+    """The per-user secret that signs cache entries: beside the cache directory, not in it,
+    so a directory copied or planted whole brings no key that vouches for its entries."""
+    return os.path.normpath(os.path.abspath(cache_dir())) + ".key"
+
+
+def _secret(create: bool = False) -> bytes | None:
+    """This user's cache key (made with ``create``: random, 0600, never replaced), or
+    ``None`` when absent or (said once) not a private file of this user's."""
+    path = key_path()
+    key = _read_own(path, _KEY_BYTES, private=True)
+    if key is None and create and not os.path.lexists(path):
+        try:  # written whole, then linked: a racing run reads all of it or finds it absent
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tf_mobilenet_v1.")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(os.urandom(_KEY_BYTES))
+                os.link(tmp, path)
+            finally:
+                os.unlink(tmp)
+        except FileExistsError:  # another run made it first
+            pass
+        except OSError as e:
+            _say_once(f"not caching the fast model: cannot create the key {path}: "
+                      f"{first_line(e)}")
+            return None
+        key = _read_own(path, _KEY_BYTES, private=True)
+    if key is not None and len(key) == _KEY_BYTES:
+        return key
+    if os.path.lexists(path):
+        _say_once(f"not using the cache: its key {path} is not a {_KEY_BYTES}-byte file of "
+                  "yours that only you can read (delete it to make a new one)")
+    return None
+
+
+def _mac(secret: bytes, meta: dict) -> str:
+    """The HMAC-SHA256 of an entry's metadata (its ``mac`` aside), over canonical JSON."""
+    body = json.dumps({k: v for k, v in meta.items() if k != "mac"}, sort_keys=True,
+                      separators=(",", ":"))
+    return hmac.new(secret, body.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def _read_shipped(files: Sequence[str], key: str) -> tuple[bytes, dict] | None:
@@ -309,9 +372,10 @@ def build(weights: str, model, preprocessing: str) -> TFLiteEngine | None:
         return None
     try:
         folder = private_cache_dir(create=True)
-        if folder is not None:
+        secret = None if folder is None else _secret(create=True)
+        if secret is not None:
             remove_stale_temporaries(folder, _TEMPORARY)  # of killed builds of any entry
-            write_entry(*_entry_paths(key), content, meta)
+            write_entry(*_entry_paths(key), content, {**meta, "mac": _mac(secret, meta)})
     except OSError as e:  # a read-only home still gets this run's fast model
         print(f"mobilenet-v1: warning: cannot cache the TFLite model in {cache_dir()}: "
               f"{first_line(e)}", file=sys.stderr)
