@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from benchmarks.contenders import WEIGHT_FORMS
+
 if TYPE_CHECKING:
     from benchmarks.contenders import Settings
 
@@ -70,6 +72,9 @@ def targets(rows: dict[str, dict], settings: Settings, floor: dict | None = None
                     "ours": "cli_predict_fast", "other": None, "ratio": cli,
                     "ratio_best": _get(rows, "cli_predict_fast", "load_s_min"),
                     "pass": None if cli is None else cli <= 1.0})
+    for form in WEIGHT_FORMS:  # issue 31: every local weight form on the cached fast path
+        add(f"CLI predict IMAGE, warm, {form} weights <= 0.5x import tensorflow",
+            f"cli_predict_{form}", "import_tensorflow_alone", "load_s", lambda r: r <= 0.5)
     if "load_slim_ckpt" not in rows:
         return out
     load = _get(rows, "load_slim_ckpt", "load_s")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 # What every exported model expects as float input: RGB scaled to [-1, 1] (slim's
 # inception preprocessing, HF's image_mean = image_std = 0.5). In TFLite metadata terms this is
 # mean 127.5, std 127.5 applied to 0..255 pixels.

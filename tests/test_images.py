@@ -322,3 +322,58 @@ def test_huge_16_bit_pngs_cost_no_more_than_8_bit_ones(tmp_path):
         peaks[bits] = int(peak)
     print(f"peak MiB: 16-bit {peaks['16']}, 8-bit {peaks['8']}")
     assert peaks["16"] <= 1.3 * peaks["8"], peaks
+
+
+# ----------------------------------------------------------------- reduced JPEG decodes (draft)
+def _smooth_jpeg(path, w, h, **save):
+    """A smooth gradient (so a reduced decode is close to a downscaled full one)."""
+    y, x = np.mgrid[0:h, 0:w]
+    a = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], -1).astype(np.uint8)
+    Image.fromarray(a).save(path, **{"format": "JPEG", "quality": 90, **save})
+    return path
+
+
+@pytest.mark.parametrize("size, edge, decoded", [
+    ((2048, 1536), 512, (1024, 768)),  # 1536 // 512 = 3: halved, not quartered
+    ((2048, 1536), 256, (512, 384)),  # 6: quartered (the largest of 8, 4, 2 not above it)
+    ((4000, 3000), 375, (500, 375)),  # 8: an eighth, landing exactly on the edge
+    ((1100, 1000), 512, (1100, 1000)),  # 1000 // 512 = 1: would not reduce, so untouched
+])
+def test_draft_keeps_the_shortest_edge_at_least_the_asked_one(tmp_path, size, edge, decoded):
+    path = _smooth_jpeg(tmp_path / "a.jpg", *size)
+    im = open_image(path, draft=edge)
+    assert im.size == decoded and min(im.size) >= edge
+    with open(path, "rb") as f:
+        assert open_image(path, data=f.read(), draft=edge).size == decoded
+
+
+def test_draft_leaves_small_jpegs_and_other_formats_exact(tmp_path):
+    small = fixture_path("images", "burger.jpg")  # 480 x 325: 325 // 200 = 1
+    np.testing.assert_array_equal(np.asarray(open_image(small, draft=200)),
+                                  np.asarray(open_image(small)))
+    png = tmp_path / "big.png"
+    Image.fromarray(_rgb(1200, 1600)).save(png)
+    im = open_image(png, draft=256)
+    assert im.size == (1600, 1200)
+    np.testing.assert_array_equal(np.asarray(im), np.asarray(open_image(png)))
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_draft_of_an_exif_rotated_jpeg_comes_out_rotated(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = _smooth_jpeg(tmp_path / "rotated.jpg", 1600, 1200, exif=exif)
+    reduced = open_image(path, draft=512)
+    assert reduced.size == (600, 800)  # decoded at 800 x 600, then turned upright
+    exact = np.asarray(open_image(path).resize(reduced.size, Image.Resampling.BOX), np.int16)
+    # Turned the wrong way, the gradients would run across each other: errors near 128.
+    assert np.abs(np.asarray(reduced, np.int16) - exact).mean() < 3
+
+
+def test_draft_reduces_mpo_files_as_phones_write_them(tmp_path):
+    thumbnail = Image.new("RGB", (160, 120))  # a second frame, as phones store a preview
+    path = _smooth_jpeg(tmp_path / "photo.jpg", 1600, 1200, format="MPO", save_all=True,
+                        append_images=[thumbnail])
+    with Image.open(path) as im:
+        assert im.format == "MPO"
+    assert open_image(path, draft=300).size == (400, 300)

@@ -538,3 +538,76 @@ def test_json_output_is_strict_json_for_non_utf8_file_names(tiny, tmp_path):
         names = sorted(r["image"] for r in results)
         assert names == [str(folder) + "/br\\xfbl\\xe9.jpg", str(folder) + "/caf\\xe9.jpg"]
         assert any("error" in r and "\\xfb" in r["error"] for r in results)
+
+
+# ----------------------------------------------------------------- --fast-decode
+def _phone_photo(path, name="burger.jpg"):
+    """A fixture photo as a 4000 x 3000 phone-size JPEG (upscaled, with sensor-like noise)."""
+    im = Image.open(fixture_path("images", name)).convert("RGB")
+    a = np.asarray(im.resize((4000, 3000), Image.Resampling.BICUBIC), np.int16)
+    noise = np.random.default_rng(0).integers(-12, 13, a.shape)
+    Image.fromarray(np.clip(a + noise, 0, 255).astype(np.uint8)).save(path, quality=92)
+    return str(path)
+
+
+def test_draft_edge_is_twice_the_resize_target():
+    from tf_mobilenet_v1.predict import draft_edge
+    from tf_mobilenet_v1.preprocessing import LookupProcessor, SlimEvalPreprocessor
+
+    hf = MobileNetV1ImageProcessor.for_variant(224)  # shortest edge 256, then a 224 crop
+    assert draft_edge(hf) == draft_edge(LookupProcessor(hf)) == 512
+    assert draft_edge(MobileNetV1ImageProcessor.for_variant(160, mode="resize")) == 320
+    assert draft_edge(SlimEvalPreprocessor(224)) == 512  # 87.5% crop, then 224: 256 x 2
+    assert draft_edge(MobileNetV1ImageProcessor(do_resize=False)) is None
+
+
+def test_fast_decode_leaves_small_photos_byte_identical(tmp_path):
+    from tf_mobilenet_v1.images import load_pixels
+    from tf_mobilenet_v1.predict import draft_edge
+    from tf_mobilenet_v1.preprocessing import LookupProcessor
+
+    processor = LookupProcessor(MobileNetV1ImageProcessor.for_variant(224))
+    edge = draft_edge(processor)
+    paths = [str(fixture_path("images", "burger.jpg"))]
+    for name in ("bird.bmp", "cat.bmp", "grace_hopper.bmp"):  # as JPEGs of 512 px and less
+        paths.append(str(tmp_path / f"{name}.jpg"))
+        Image.open(fixture_path("images", name)).convert("RGB").save(paths[-1], quality=90)
+    for path in paths:
+        exact, error = load_pixels(path, processor, (224, 224, 3))
+        assert error is None
+        assert load_pixels(path, processor, (224, 224, 3), draft=edge)[0].tobytes() == \
+            exact.tobytes()
+
+
+def test_fast_decode_of_a_phone_photo_is_reduced_and_keeps_the_top1(tmp_path):
+    from tf_mobilenet_v1.images import load_pixels, open_image
+    from tf_mobilenet_v1.predict import draft_edge, open_classifier
+
+    photo = _phone_photo(tmp_path / "burger_12mp.jpg")
+    engine = open_classifier("mobilenet_v1_1.0_224")  # the bundled weights
+    edge = draft_edge(engine.processor)
+    assert open_image(photo, draft=edge).size == (1000, 750)  # a quarter: 750 >= 2 x 256
+    shape = (224, 224, 3)
+    reduced = load_pixels(photo, engine.processor, shape, draft=edge)[0]
+    assert not np.array_equal(reduced, load_pixels(photo, engine.processor, shape)[0])
+    exact, fast = (next(classify([photo], engine, fast_decode=f)) for f in (False, True))
+    assert exact["predictions"][0]["label"] == fast["predictions"][0]["label"] == "cheeseburger"
+    assert exact != fast  # other pixels, other scores
+
+
+def test_cli_fast_decode_flag(tiny, tmp_path):
+    model, weights = tiny
+    small = _save(tmp_path / "small.jpg", 48, 60)
+    # 800 // 128 = 6: decoded at a quarter, 250 x 200 (the tiny model's 32 px crop: 64 x 2).
+    large = str(tmp_path / "large.jpg")
+    y, x = np.mgrid[0:800, 0:1000]
+    Image.fromarray(np.stack([x % 251, y % 241, (x * y) % 256], -1).astype(np.uint8)).save(
+        large, quality=90)
+    runs = {flag: _jsonl(cli("predict", "--jsonl", *flag, "--weights", weights, small, large))
+            for flag in ((), ("--fast-decode",))}
+    exact, fast = runs[()], runs[("--fast-decode",)]
+    assert fast[0] == exact[0]  # too small to reduce: the same pixels, the same result
+    want = list(classify([large], model, top_k=5, fast_decode=True))[0]
+    _same_results([fast[1]], [want], atol=1e-5)
+    assert fast[1] != exact[1]
+    assert "differ from Hugging Face" in " ".join(cli("predict", "--help").stdout.split())

@@ -95,12 +95,16 @@ def _bomb_message(path, err) -> str:
             "files)")
 
 
-def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+def open_image(path: str | os.PathLike, data: bytes | None = None,
+               draft: int | None = None) -> Image.Image:
     """Open, fully decode and orient an image file; returns a loaded PIL image (any mode).
 
     ``data``: the file's bytes, already read (e.g. from a bucket); ``path`` then only names
-    it in messages. Raises ``ValueError`` naming the file when it is missing, not an image,
-    truncated, corrupt, or larger than Pillow's decompression-bomb limit (an image above
+    it in messages. ``draft``: let a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling: other pixels, several times faster) while its shortest edge stays at least
+    ``draft`` pixels; other formats, and JPEGs too small to halve, decode as they are.
+    Raises ``ValueError`` naming the file when it is missing, not an image, truncated,
+    corrupt, or larger than Pillow's decompression-bomb limit (an image above
     ``Image.MAX_IMAGE_PIXELS`` is refused, not just warned about).
     """
     path = os.fspath(path)
@@ -145,6 +149,8 @@ def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
                              "each costs a pass over the whole image)")
     try:
         try:
+            if draft is not None and im.format in ("JPEG", "MPO"):
+                _reduce_jpeg(im, draft)
             im.load()  # decode now, so truncated or corrupt data fails here
         except BaseException:
             im.close()
@@ -164,6 +170,15 @@ def open_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
     except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error...
         detail = str(e) or type(e).__name__
         raise ValueError(f"cannot read image {path}: {detail}") from None
+
+
+def _reduce_jpeg(im: Image.Image, edge: int) -> None:
+    """Ask libjpeg for the largest DCT scale that keeps the shortest edge >= ``edge``; no draft
+    at all where none would reduce, so such a file's pixels are the exact decode's."""
+    if edge >= 1 and min(im.size) // edge >= 2:
+        # draft() picks the largest of 8, 4, 2 not above min(W // edge, H // edge): the decoded
+        # edge, ceil(edge_in / scale), is then at least ``edge``. EXIF rotation comes after.
+        im.draft(None, (edge, edge))
 
 
 def _upright(im: Image.Image) -> bool:
@@ -342,15 +357,16 @@ def _pixel_count(path: str, data: bytes | None) -> int:
         return 0
 
 
-def load_pixels(path: str, processor, shape: tuple[int, ...], data: bytes | None = None
-                ) -> tuple[np.ndarray | None, str | None]:
+def load_pixels(path: str, processor, shape: tuple[int, ...], data: bytes | None = None,
+                draft: int | None = None) -> tuple[np.ndarray | None, str | None]:
     """``(pixels, None)`` for a readable image, ``(None, message)`` for one that is not (the
     message names the file). ``data``: the file's bytes, already read; ``path`` names them.
-    Large images wait for their share of the decoding budget (``DECODING``)."""
+    ``draft``: see :func:`open_image`. Large images wait for their share of the decoding
+    budget (``DECODING``)."""
     try:
         with DECODING.hold(_pixel_count(path, data)):
-            x = processor.preprocess_one(path if data is None
-                                         else open_image(path, data=data))
+            x = processor.preprocess_one(path if data is None and draft is None
+                                         else open_image(path, data=data, draft=draft))
         if x.shape != tuple(shape):
             raise ValueError(f"preprocessing gave shape {x.shape}, expected {tuple(shape)}")
         return x.astype(np.float32, copy=False), None

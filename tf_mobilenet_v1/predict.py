@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -25,16 +26,34 @@ from .engines import Engine, KerasEngine, cores, is_export, open_engine
 from .errors import import_tensorflow_quietly
 from .images import find_images, load_pixels
 from .outputs import decode_predictions
-from .preprocessing import LookupProcessor, MobileNetV1ImageProcessor
+from .preprocessing import LookupProcessor, MobileNetV1ImageProcessor, SlimEvalPreprocessor
 
 # The processor that belongs to the weights (HF semantics: shortest edge image_size + 32, centre
 # crop, [-1, 1]) so that predict, MobileNetV1ImageProcessor, transformers' pipeline and the
 # SavedModel's bytes signature agree; "resize" (the TFLite / Coral examples') stays by name.
 DEFAULT_PREPROCESSING = "model"
+# --fast-decode keeps a reduced JPEG's shortest edge at least this many times the resize
+# target: decoding to just the target changed the top-5 set on 19 of 69 real photos.
+FAST_DECODE_MARGIN = 2
+
+
+def draft_edge(processor) -> int | None:
+    """The shortest edge a reduced JPEG decode must keep for ``processor``
+    (``FAST_DECODE_MARGIN`` x the edge it resizes to); ``None`` where the processor does not
+    resize or is not one of ours (the image is then decoded in full)."""
+    inner = processor.processor if isinstance(processor, LookupProcessor) else processor
+    if isinstance(inner, MobileNetV1ImageProcessor) and inner.do_resize:
+        size = inner.size
+        target = size.get("shortest_edge") or max(size["height"], size["width"])
+    elif isinstance(inner, SlimEvalPreprocessor):
+        target = inner.image_size / (inner.central_fraction or 1.0)  # it crops, then resizes
+    else:
+        return None
+    return math.ceil(FAST_DECODE_MARGIN * target)
 
 
 def classify(inputs: Iterable, model, processor=None, top_k: int = 5, batch_size: int = 32,
-             progress=None) -> Iterator[dict]:
+             progress=None, fast_decode: bool = False) -> Iterator[dict]:
     """Classify images in order; yield one result per input.
 
     ``inputs``: image paths, or ``(name, bytes)`` pairs of files already read (Beam, a
@@ -50,6 +69,8 @@ def classify(inputs: Iterable, model, processor=None, top_k: int = 5, batch_size
     unreadable image never stops the others. Worker threads decode and preprocess the next
     images while the model runs (a per-image engine runs in them too), with a bounded number
     in flight. ``progress`` (e.g. a tqdm bar) gets ``update(n)`` every ``batch_size`` images.
+    ``fast_decode``: decode large JPEGs at a reduced scale (see :func:`draft_edge`): several
+    times faster on phone photos, with pixels that differ from Hugging Face's.
     """
     if top_k < 1 or batch_size < 1:
         raise ValueError("top_k and batch_size must be at least 1")
@@ -67,9 +88,10 @@ def classify(inputs: Iterable, model, processor=None, top_k: int = 5, batch_size
     threads = max(1, cores() // workers)
     step = 1 if engine.per_image else batch_size  # a per-image engine's results stream out
     ahead = 4 * workers if engine.per_image else batch_size
+    draft = draft_edge(processor) if fast_decode else None
 
     def job(item):
-        x, error = load_pixels(item[0], processor, shape, data=item[1])
+        x, error = load_pixels(item[0], processor, shape, data=item[1], draft=draft)
         if error is None and engine.per_image:
             return engine.logits(x[None], threads=threads), None
         return x, error
@@ -242,7 +264,7 @@ OUTPUT_FORMATS = ("table", "json", "jsonl")
 def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k: int = 5,
                 json_output: bool = False, batch_size: int = 32, stream=None,
                 preprocessing: str = DEFAULT_PREPROCESSING, output: str | None = None,
-                fast: bool | None = None) -> int:
+                fast: bool | None = None, fast_decode: bool = False) -> int:
     """``mobilenet-v1 predict``: classify files and directories, print a table or JSON.
 
     Directories are walked recursively (sorted; image extensions only); files named
@@ -257,7 +279,8 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
     ``fast``: run a cached float32 TFLite model when ai-edge-litert is installed and the
     weights qualify (see :mod:`tf_mobilenet_v1.fast_predict`; the same results to float32
     rounding, without importing TensorFlow once it is cached); ``None`` (default) unless
-    ``MOBILENET_V1_FAST=0``, ``False`` always runs the Keras model.
+    ``MOBILENET_V1_FAST=0``, ``False`` always runs the Keras model. ``fast_decode``: see
+    :func:`classify`.
     """
     from .preprocessing import get_preprocessor
 
@@ -310,7 +333,7 @@ def run_predict(inputs: list[str], weights: str = "mobilenet_v1_1.0_224", top_k:
             # Read"...); such a file is reported by us, as an error, or decodes fine.
             warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
             for result in classify(paths, engine, top_k=top_k, batch_size=batch_size,
-                                   progress=bar):
+                                   progress=bar, fast_decode=fast_decode):
                 failed += "error" in result
                 report(result, bar)
     finally:
