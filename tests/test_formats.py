@@ -59,6 +59,17 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
+def diverged():
+    """``tiny`` after a diverged training run: one NaN in ``Conv2d_3_pointwise``."""
+    model = tiny_model(seed=11, image_size=SIZE, num_labels=5)
+    kernel = model.get_layer("Conv2d_3_pointwise").conv.kernel
+    value = np.asarray(kernel.numpy())
+    value.flat[7] = np.nan
+    kernel.assign(value)
+    return model
+
+
+@pytest.fixture(scope="module")
 def base_sd(tiny):
     return keras_to_state_dict(tiny)
 
@@ -488,7 +499,7 @@ def test_every_form_is_in_the_contract_tests():
 
 
 @pytest.mark.parametrize("name", FORM_PARAMS)
-def test_every_form_keeps_the_contract(tiny, tmp_path, name):
+def test_every_form_keeps_the_contract(tiny, diverged, tmp_path, name):
     """Recognised as itself; read back bit-exact; the one head policy (keep, drop, fresh);
     a wrong variant names the tensor; NaN weights are refused."""
     path = _write_form(name, tiny, tmp_path / "good")
@@ -513,11 +524,6 @@ def test_every_form_keeps_the_contract(tiny, tmp_path, name):
         with pytest.raises(ValueError, match=r"has shape .* needs"):
             MobileNetV1ForImageClassification.from_pretrained(path, depth_multiplier=0.5)
 
-        diverged = tiny_model(seed=11, image_size=SIZE, num_labels=5)
-        kernel = diverged.get_layer("Conv2d_3_pointwise").conv.kernel
-        value = np.asarray(kernel.numpy())
-        value.flat[7] = np.nan
-        kernel.assign(value)
         bad = _write_form(name, diverged, tmp_path / "nan")
         with pytest.raises(ValueError, match="NaN or infinite"):
             load_any(bad)
