@@ -181,6 +181,33 @@ def test_classifier_contains_its_backbone(tmp_path):
     assert fine_tuned(user).inner is m
 
 
+def test_a_flat_classifier_of_earlier_versions_is_named(tmp_path):
+    """A classifier .keras in the earlier flat layout (blocks at the top of the weights file)
+    gets one line saying what it is and what to do, not Keras's list of unloaded objects."""
+    import io
+    import zipfile
+
+    import h5py
+
+    tiny_model().save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as zf:
+        files = {name: zf.read(name) for name in zf.namelist()}
+    buffer = io.BytesIO(files["model.weights.h5"])
+    with h5py.File(buffer, "r+") as f:
+        for name in list(f["layers/mobile_net_v1_model/layers"]):
+            if name not in f["layers"]:  # the pools of both: no weights
+                f.move(f"layers/mobile_net_v1_model/layers/{name}", f"layers/{name}")
+        del f["layers/mobile_net_v1_model"]
+    files["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(tmp_path / "old.keras", "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    with pytest.raises(ValueError, match="saved by an earlier tf_mobilenet_v1, whose layers "
+                       "were one flat graph") as caught:
+        MobileNetV1ForImageClassification.from_pretrained(str(tmp_path / "old.keras"))
+    assert "\n" not in str(caught.value)
+
+
 def test_config_object_and_kwargs_agree():
     a = MobileNetV1Model(MobileNetV1Config(depth_multiplier=0.5))
     b = MobileNetV1Model(depth_multiplier=0.5)

@@ -39,6 +39,12 @@ def load_keras_file(path: str, users_own: bool = False):
         model = keras.saving.load_model(path, safe_mode=True)
     except (ValueError, OSError, TypeError, KeyError, RuntimeError, EOFError,
             zipfile.BadZipFile) as e:
+        if _flat_classifier(path):
+            raise ValueError(
+                f"cannot load Keras file {path}: it is a classifier saved by an earlier "
+                "tf_mobilenet_v1, whose layers were one flat graph (this version's classifier "
+                "holds its backbone); load it with that version and save it as a Hugging Face "
+                "directory or .safetensors, which every version reads") from None
         first = first_line(e)
         raise ValueError(f"cannot load Keras file {path} ({first}); pass a .keras file saved "
                          "by this package") from None
@@ -49,6 +55,25 @@ def load_keras_file(path: str, users_own: bool = False):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a MobileNet V1 model; "
                          "pass a MobileNet V1 .keras file")
     return model
+
+
+def _flat_classifier(path: str) -> bool:
+    """Whether ``path`` is our classifier in the flat layout of earlier versions (its blocks at
+    the top of the weights file, not inside the backbone): asked only once loading failed."""
+    import io
+    import zipfile
+
+    import h5py
+
+    if keras_archive_class(path) != MobileNetV1ForImageClassification.__name__:
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = zf.read("model.weights.h5")  # its size was capped by check_archive_sizes
+        with h5py.File(io.BytesIO(data), "r") as f:
+            return "layers/conv_block" in f and "layers/mobile_net_v1_model" not in f
+    except (KeyError, OSError, ValueError, RuntimeError, zipfile.BadZipFile):
+        return False
 
 
 def check_finite(model, path: str) -> None:
