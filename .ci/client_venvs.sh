@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the real-client virtual environments that tests/test_clients.py and
-# tests/test_gpu_delegate.py drive (idempotent), and installs the Debian packages they need:
+# tests/test_gpu_delegate.py drive, and a Pillow 12 venv (idempotent), and installs the Debian packages they need:
 #   .venv-tasklib/    TFLite Task Library: tflite-support 0.4.4 pins protobuf 3.20, which
 #                     cannot share .venv with TF 2.21 / apache-beam (protobuf 6)
 #   .venv-mediapipe/  MediaPipe Tasks, also the host of the real TFLite GPU delegate
+#   .venv-pillow12/   Pillow 12.x (the other venvs get 13.x): the exact preprocessing's
+#                     shortcut is checked under both (tests/test_preprocessing.py)
 # A venv is reused once its .built marker exists (written last); delete the folder to rebuild.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,3 +76,6 @@ PY=$TASKLIB_PY build .venv-tasklib \
   "from tflite_support.task import vision; from tflite_support import metadata" \
   "tflite-support==0.4.4" pillow
 build .venv-mediapipe "from mediapipe.tasks.python import vision" "mediapipe==1.2.3" pillow
+# The exact path resizes only the crop where Pillow's arithmetic is proven to give the full
+# resize's pixels; the rules differ by version, and users may have 12.x or 13.x.
+build .venv-pillow12 "import numpy, PIL" "pillow>=12,<13" numpy

@@ -24,7 +24,8 @@ os.environ.setdefault("MOBILENET_V1_CACHE", os.path.join(
 # A fast-path failure other than "not eligible" raises in the tests instead of falling back.
 os.environ.setdefault("MOBILENET_V1_FAST_STRICT", "1")
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
+FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
 def tiny_model(cls=None, seed: int = 0, **fields):

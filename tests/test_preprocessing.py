@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import warnings
 
 import keras
 import numpy as np
 import pytest
-from conftest import fixture_path, require_module
+from clients import pillow_crop
+from conftest import ROOT, fixture_path, require_module
 from hostile import FUZZ, Tally, corruptions
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,7 +31,6 @@ from tf_mobilenet_v1.preprocessing.processor import (
     _exact_box,
     center_crop,
     normalize_table,
-    resized_center_crop,
     shortest_edge_size,
 )
 
@@ -374,23 +376,23 @@ def test_exact_box_only_where_pillow_arithmetic_is_exact():
     assert _exact_box(480, 160, 16, 128) == (48.0, 432.0)  # an integer scale
 
 
-@pytest.mark.parametrize("resample", [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC,
-                                      Image.Resampling.LANCZOS, Image.Resampling.BOX,
-                                      Image.Resampling.NEAREST])
+@pytest.mark.parametrize("resample", pillow_crop.RESAMPLES, ids=lambda r: r.name)
 def test_resizing_only_the_crop_gives_the_full_resize_pixels(resample):
-    rng = np.random.default_rng(int(resample))
-    sizes = [(343, 512), (325, 480), (600, 512), (300, 300), (257, 1000), (1000, 257),
-             (200, 150), (96, 64), (256, 400), (400, 256), (41, 37), (700, 200), (200, 700),
-             (2100, 20), (20, 2100)]  # the last two: Pillow 12.2+'s rule for 100:1 images
-    sizes += [tuple(int(v) for v in rng.integers(17, 700, 2)) for _ in range(12)]
-    for short, crop in ((256, (224, 224)), (160, (128, 128)), (64, (56, 48)), (256, (300, 240))):
-        for h, w in sizes:
-            rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            new = shortest_edge_size(h, w, short)
-            want = center_crop(np.asarray(Image.fromarray(rgb).resize((new[1], new[0]),
-                                                                      resample)), *crop)
-            got = resized_center_crop(rgb, new, crop, resample)
-            assert got.shape == want.shape and np.array_equal(got, want), (h, w, short, crop)
+    assert pillow_crop.check(resample) == 4 * 27
+
+
+@pytest.mark.clients  # .venv-pillow12 is built with the client venvs (.ci/client_venvs.sh)
+def test_the_same_pixels_under_pillow_12():
+    """Users may have Pillow 12 or 13 (pillow is not pinned): the shortcut holds under both."""
+    python = ROOT / ".venv-pillow12" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(".venv-pillow12/ is missing: run `bash .ci/client_venvs.sh`", pytrace=False)
+    proc = subprocess.run([str(python), str(ROOT / "tests" / "clients" / "pillow_crop.py")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["pillow"].startswith("12.") and result["checked"] == 5 * 4 * 27
 
 
 def _processors():
