@@ -134,6 +134,7 @@ def export(src, out=None, *, format: str = "tflite", quantize: str = "none",
     ``probabilities`` (default) or ``logits``; ``dynamic_batch``: a TFLite input of any batch
     size (SavedModel and ONNX always take any batch).
     """
+    from tf_mobilenet_v1.errors import import_tensorflow_quietly
     from tf_mobilenet_v1.fileio import check_writable
 
     from .quantized import RANGES
@@ -143,6 +144,7 @@ def export(src, out=None, *, format: str = "tflite", quantize: str = "none",
                           RANGES if own_ranges else calibration_dir, task, outputs)
     if out is not None:
         check_writable(os.fspath(out).rstrip(os.sep), force)  # fail before loading weights
+    import_tensorflow_quietly()  # after the checks: a wrong option costs no start-up
     model = _load(src)
     if own_ranges:
         if not getattr(model, "quant_ranges", None):

@@ -57,6 +57,8 @@ from tf_mobilenet_v1.cli import main
 codes = []
 for args in (["info", "mobilenet_v1_0.25_128_quant"], ["info", "resnet_50"],
              ["convert", "nowhere/m.keras", "out.keras"], ["export", "mobilenet_v1_9_999"],
+             ["export", "mobilenet_v1_1.0_224", "--quantize", "int8"],
+             ["export", "mobilenet_v1_1.0_224", "--format", "onnx", "--quantize", "int8"],
              ["predict", "x.jpg", "--top-k", "0"], ["predcit", "x.jpg"]):
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -75,7 +77,7 @@ def test_cheap_subcommands_do_not_import_tensorflow(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _NO_TF], capture_output=True, text=True,
                           cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "[0, 1, 1, 1, 2, 2] []"
+    assert proc.stdout.strip() == "[0, 1, 1, 1, 1, 1, 2, 2] []"
 
 
 def test_unknown_options_are_refused_outside_beam():

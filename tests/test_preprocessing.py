@@ -382,6 +382,7 @@ def test_resizing_only_the_crop_gives_the_full_resize_pixels(resample):
 
 
 @pytest.mark.clients  # .venv-pillow12 is built with the client venvs (.ci/client_venvs.sh)
+@pytest.mark.slow
 def test_the_same_pixels_under_pillow_12():
     """Users may have Pillow 12 or 13 (pillow is not pinned): the shortcut holds under both."""
     python = ROOT / ".venv-pillow12" / "bin" / "python"

@@ -255,6 +255,8 @@ def _load_tensorflow_if_needed(args) -> None:
         path, key = locate(args.src)  # a typo or missing file fails here, in milliseconds
         if key is None:
             recognise(path).check_needs(path)  # so does a missing torch for a .bin
+        if args.command == "export":
+            return  # it imports TensorFlow itself, after checking its options
     elif args.command != "beam":
         return
     import_tensorflow_quietly()
