@@ -85,9 +85,15 @@ def require_module(name: str):
 
 # ----------------------------------------------------------------- tiers and time limits
 FAST_TEST_TIMEOUT = 60  # seconds; slow-tier tests keep pytest's ini default
+# pytest-xdist's --dist loadfile hands whole files to the workers in collection order: the
+# longest files go first, so that no worker sits idle at the end while one finishes them.
+LONGEST_FILES = ("test_formats.py", "test_export_tflite.py", "test_keras_native.py",
+                 "test_formats_untrusted.py", "test_writers.py", "test_pretrained.py")
 
 
 def pytest_collection_modifyitems(config, items):
+    order = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: files whole
     for item in items:
         if item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(FAST_TEST_TIMEOUT))

@@ -80,6 +80,7 @@ def test_inference_graph_has_fusable_ops_and_training_graph_does_not():
     assert "FusedBatchNormV3" not in switched_off and "Rsqrt" in switched_off
 
 
+@pytest.mark.slow  # a training run
 def test_predictions_follow_training_no_stale_fold():
     keras.utils.set_random_seed(0)
     model = randomize(MobileNetV1ForImageClassification(classifier_dropout_prob=0.0, **TINY))

@@ -189,6 +189,7 @@ def test_applications_arguments_without_weights():
         MobileNetV1(weights=None, pooling="sum")
 
 
+@pytest.mark.slow  # the full-size 1.0_224 weights
 def test_applications_official_weights_offline():
     """``weights="imagenet"`` at 224 px is the bundled checkpoint: same logits, softmax on top."""
     ours = MobileNetV1ForImageClassification.from_pretrained("mobilenet_v1_1.0_224")
@@ -198,6 +199,7 @@ def test_applications_official_weights_offline():
     np.testing.assert_allclose(app.predict(x, verbose=0), expected, atol=1e-6)
 
 
+@pytest.mark.slow  # the full-size 1.0_224 weights
 def test_applications_backbone_from_official_weights_is_quiet_and_exact():
     """``include_top=False`` asks for no head: no warning about the one left out."""
     import warnings

@@ -579,6 +579,7 @@ def test_fast_decode_leaves_small_photos_byte_identical(tmp_path):
             exact.tobytes()
 
 
+@pytest.mark.slow  # the full-size 1.0_224 weights
 def test_fast_decode_of_a_phone_photo_is_reduced_and_keeps_the_top1(tmp_path):
     from tf_mobilenet_v1.images import load_pixels, open_image
     from tf_mobilenet_v1.predict import draft_edge, open_classifier
