@@ -26,7 +26,7 @@ from .engines import Engine, KerasEngine, cores, is_export, open_engine
 from .errors import import_tensorflow_quietly
 from .images import find_images, load_pixels
 from .outputs import decode_predictions
-from .preprocessing import LookupProcessor, MobileNetV1ImageProcessor, SlimEvalPreprocessor
+from .preprocessing import LookupProcessor, MobileNetV1ImageProcessor
 
 # The processor that belongs to the weights (HF semantics: shortest edge image_size + 32, centre
 # crop, [-1, 1]) so that predict, MobileNetV1ImageProcessor, transformers' pipeline and the
@@ -39,17 +39,10 @@ FAST_DECODE_MARGIN = 2
 
 def draft_edge(processor) -> int | None:
     """The shortest edge a reduced JPEG decode must keep for ``processor``
-    (``FAST_DECODE_MARGIN`` x the edge it resizes to); ``None`` where the processor does not
-    resize or is not one of ours (the image is then decoded in full)."""
-    inner = processor.processor if isinstance(processor, LookupProcessor) else processor
-    if isinstance(inner, MobileNetV1ImageProcessor) and inner.do_resize:
-        size = inner.size
-        target = size.get("shortest_edge") or max(size["height"], size["width"])
-    elif isinstance(inner, SlimEvalPreprocessor):
-        target = inner.image_size / (inner.central_fraction or 1.0)  # it crops, then resizes
-    else:
-        return None
-    return math.ceil(FAST_DECODE_MARGIN * target)
+    (``FAST_DECODE_MARGIN`` x its ``resize_edge()``); ``None`` where it does not resize or is
+    not one of ours (the image is then decoded in full)."""
+    edge = processor.resize_edge() if hasattr(processor, "resize_edge") else None
+    return None if edge is None else math.ceil(FAST_DECODE_MARGIN * edge)
 
 
 def classify(inputs: Iterable, model, processor=None, top_k: int = 5, batch_size: int = 32,

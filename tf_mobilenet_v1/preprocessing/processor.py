@@ -385,6 +385,14 @@ class MobileNetV1ImageProcessor(SavesPretrained):
             return o["size"]["height"], o["size"]["width"]
         return None
 
+    def resize_edge(self) -> int | None:
+        """The edge the image's shortest side is resized to (before any crop), or None when
+        the processor does not resize."""
+        o = self._options({})
+        if not o["do_resize"]:
+            return None
+        return o["size"].get("shortest_edge") or max(o["size"]["height"], o["size"]["width"])
+
     # ----- processing -----
     def _options(self, overrides: dict) -> dict:
         unknown = set(overrides) - set(_OPTIONS)
@@ -478,6 +486,9 @@ class LookupProcessor:
 
     def output_size(self):
         return self.processor.output_size()
+
+    def resize_edge(self):
+        return self.processor.resize_edge()
 
     def preprocess_one(self, image) -> np.ndarray:
         pixels = self.processor.crop_pixels(image)

@@ -50,6 +50,10 @@ class SlimEvalPreprocessor:
     def output_size(self) -> tuple[int, int]:
         return self.image_size, self.image_size
 
+    def resize_edge(self) -> float:
+        """The source edge that becomes ``image_size`` (the central crop is resized to it)."""
+        return self.image_size / (self.central_fraction or 1.0)
+
     def preprocess_one(self, image) -> np.ndarray:
         return slim_eval_preprocess(image, self.image_size, self.central_fraction)
 
